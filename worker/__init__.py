@@ -1,0 +1,1 @@
+"""GPU/CPU workers: generation, the execution loop and SDPO training (imports torch)."""
