@@ -81,9 +81,7 @@ def limit_note(verdict: str, time_limit_s: float, memory_limit_mb: int) -> str:
     return "too much output"
 
 
-def build_feedback(
-    tests: list[TestResult], *, time_limit_s: float, memory_limit_mb: int
-) -> str:
+def build_feedback(tests: list[TestResult], *, time_limit_s: float, memory_limit_mb: int) -> str:
     """Feedback for a failed attempt; empty when every test passed."""
     n = len(tests)
     failing = sorted((t for t in tests if t.verdict != "accepted"), key=_input_size)

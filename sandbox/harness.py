@@ -2,47 +2,55 @@
 
 Standard library only, and it never imports anything of ours: it executes under `python -I -S`
 in a namespace with nothing of the project mounted. It reports one JSON object on the file
-descriptor given as argv[1]; the host decides the verdict, so a candidate that forges a report
-gains nothing (expected outputs never enter the sandbox).
+descriptor REPORT_FD; the host decides the verdict, so a candidate that forges a report gains
+nothing (expected outputs never enter the sandbox). The happy path imports no module beyond
+the interpreter's start-up set (json, re and traceback cost more than the whole spawn), so
+heavier imports are deferred to the paths that need them.
 
-argv: harness.py REPORT_FD CONFIG_JSON, where CONFIG_JSON holds mode, dir, limits and entry_point.
+argv: harness.py REPORT_FD MODE DIR CPU_S MEMORY_MB MAX_PROCESSES MAX_FILE_MB MAX_OPEN_FILES
+      [ENTRY_POINT]; MODE is script, function or checker.
 """
 
 import builtins
-import json
+import errno
 import os
 import resource
 import sys
-import traceback
 
 SOLUTION = "solution.py"
 CHECKER = "checker.py"
 MAX_FRAMES = 3
+SOURCES = {}
 
 
-def apply_limits(limits):
+def apply_limits(cpu_s, memory_mb, max_processes, max_file_mb, max_open_files):
     mb = 1024 * 1024
-    cpu_s = int(limits["cpu_s"]) + 1
-    for name, value in (
-        ("RLIMIT_CPU", (cpu_s, cpu_s + 1)),
-        ("RLIMIT_AS", (limits["memory_mb"] * mb,) * 2),
-        ("RLIMIT_NPROC", (limits["max_processes"],) * 2),
-        ("RLIMIT_FSIZE", (limits["max_file_mb"] * mb,) * 2),
-        ("RLIMIT_NOFILE", (limits["max_open_files"],) * 2),
-        ("RLIMIT_CORE", (0, 0)),
-    ):
-        resource.setrlimit(getattr(resource, name), value)
+    cpu = int(cpu_s) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * mb, memory_mb * mb))
+    resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_mb * mb, max_file_mb * mb))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def candidate_frames(tb, filename):
+    import linecache
+    import traceback
+
+    source = SOURCES.get(filename, "")
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     frames = [f for f in traceback.extract_tb(tb) if f.filename == filename]
     return [[f.filename, f.lineno, f.name, (f.line or "").strip()] for f in frames[-MAX_FRAMES:]]
 
 
 def error_report(exc, filename):
-    status = "memory" if isinstance(exc, MemoryError) else "exception"
+    if isinstance(exc, MemoryError):
+        return {"status": "memory"}
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return {"status": "file_limit"}  # RLIMIT_FSIZE: Python ignores SIGXFSZ
     return {
-        "status": status,
+        "status": "exception",
         "error": {
             "type": type(exc).__name__,
             "message": str(exc)[:500],
@@ -55,12 +63,12 @@ def load(directory, filename):
     """Compile a source file; a SyntaxError becomes a compile_error report."""
     with open(os.path.join(directory, filename), encoding="utf-8", errors="replace") as f:
         source = f.read()
-    import linecache
-
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    SOURCES[filename] = source
     try:
         return compile(source, filename, "exec"), None
-    except (SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        import traceback
+
         lines = traceback.format_exception_only(type(exc), exc)
         return None, {"status": "compile_error", "error": {"text": "".join(lines)[-1500:]}}
 
@@ -87,32 +95,26 @@ def find_callable(namespace, entry_point):
     return None
 
 
-def to_json(value):
-    try:
-        return {"status": "ok", "result": value, "json": json.dumps(value)}
-    except (TypeError, ValueError, RecursionError):
-        return {"status": "ok", "result": None, "repr": repr(value)[:1000]}
-
-
-def main_script(config):
-    code, report = load(config["dir"], SOLUTION)
+def main_script(directory, entry_point):
+    code, report = load(directory, SOLUTION)
     if report:
         return report
-    _, report = run_module(code, SOLUTION)
-    return report or {"status": "ok"}
+    return run_module(code, SOLUTION)[1] or {"status": "ok"}
 
 
-def main_function(config):
-    code, report = load(config["dir"], SOLUTION)
+def main_function(directory, entry_point):
+    import json
+
+    code, report = load(directory, SOLUTION)
     if report:
         return report
     args = json.loads(sys.stdin.read() or "[]")
     namespace, report = run_module(code, SOLUTION)
     if report:
         return report
-    fn = find_callable(namespace, config["entry_point"])
+    fn = find_callable(namespace, entry_point)
     if fn is None:
-        msg = "no function %r and no class Solution with that method" % config["entry_point"]
+        msg = f"no function {entry_point!r} and no class Solution with that method"
         return {"status": "exception", "error": {"type": "NameError", "message": msg, "frames": []}}
     try:
         result = fn(*args)
@@ -120,13 +122,14 @@ def main_function(config):
         return {"status": "exit", "code": str(exc.code)[:200]}
     except BaseException as exc:
         return error_report(exc, SOLUTION)
-    report = to_json(result)
-    report.pop("result")
-    return report
+    try:
+        return {"status": "ok", "json": json.dumps(result)}
+    except (TypeError, ValueError, RecursionError):
+        return {"status": "ok", "repr": repr(result)[:1000]}
 
 
-def main_checker(config):
-    code, report = load(config["dir"], CHECKER)
+def main_checker(directory, entry_point):
+    code, report = load(directory, CHECKER)
     if report:
         return report
     namespace, report = run_module(code, CHECKER)
@@ -134,7 +137,8 @@ def main_checker(config):
         return report
     check = namespace.get("check")
     if not callable(check):
-        return {"status": "exception", "error": {"type": "NameError", "message": "no check()", "frames": []}}
+        error = {"type": "NameError", "message": "no function check()", "frames": []}
+        return {"status": "exception", "error": error}
     try:
         verdict = check(sys.stdin.read())
     except BaseException as exc:
@@ -144,15 +148,27 @@ def main_checker(config):
     return {"status": "ok", "ok": bool(verdict), "message": ""}
 
 
+def emit(fd, report):
+    if set(report) == {"status", "cpu_s"}:  # the common case, without importing json
+        text = f'{{"status": "{report["status"]}", "cpu_s": {report["cpu_s"]!r}}}'
+    else:
+        import json
+
+        text = json.dumps(report)
+    os.write(fd, text.encode())
+
+
 def main():
-    report_fd = int(sys.argv[1])
-    config = json.loads(sys.argv[2])
+    report_fd, mode, directory = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    cpu_s, memory_mb, max_processes, max_file_mb, max_open_files = sys.argv[4:9]
+    entry_point = sys.argv[9] if len(sys.argv) > 9 else ""
     os.set_inheritable(report_fd, False)  # children the candidate spawns don't get the channel
-    apply_limits(config["limits"])
+    apply_limits(float(cpu_s), int(memory_mb), int(max_processes), int(max_file_mb),
+                 int(max_open_files))  # fmt: skip
     builtins.exit = builtins.quit = sys.exit  # normally added by `site`, which -S skips
-    mode = {"script": main_script, "function": main_function, "checker": main_checker}
+    runner = {"script": main_script, "function": main_function, "checker": main_checker}[mode]
     try:
-        report = mode[config["mode"]](config)
+        report = runner(directory, entry_point)
     except MemoryError:
         report = {"status": "memory"}
     try:
@@ -161,7 +177,7 @@ def main():
         pass
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report["cpu_s"] = usage.ru_utime + usage.ru_stime
-    os.write(report_fd, json.dumps(report).encode())
+    emit(report_fd, report)
     os._exit(0)
 
 

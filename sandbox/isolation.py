@@ -23,6 +23,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from .settings import SandboxSettings
@@ -121,9 +122,26 @@ def bwrap_argv(
     return argv
 
 
+def _launcher(settings: SandboxSettings) -> list[str]:
+    """Prefix for the sandbox command: dies with this process, and never runs as root.
+
+    The parent-death signal matters when the worker itself is SIGKILLed: nobody is left to
+    enforce the wall limit, so the sandbox must go too. Root would make RLIMIT_NPROC void,
+    so root drops to an unprivileged uid first.
+    """
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        return []
+    argv = [setpriv, "--pdeathsig", "KILL"]
+    if os.geteuid() == 0:
+        uid = str(settings.sandbox_uid)
+        argv += ["--reuid", uid, "--regid", uid, "--clear-groups"]
+    return argv
+
+
 def _user_kwargs(settings: SandboxSettings) -> dict:
-    """Root in the host would make RLIMIT_NPROC void: drop to an unprivileged uid first."""
-    if os.geteuid() != 0:
+    """Without setpriv, still drop root (then only the parent-death signal is missing)."""
+    if os.geteuid() != 0 or shutil.which("setpriv"):
         return {}
     uid = settings.sandbox_uid
     return {"user": uid, "group": uid, "extra_groups": []}
@@ -171,90 +189,100 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def run_harness(
-    settings: SandboxSettings,
-    mode: str,
-    config: dict,
-    files_dir: str,
-    stdin: bytes,
-    limits: TestLimits,
-) -> ProcessOutcome:
-    """Run `harness.py` once on one test; never raises because the candidate misbehaved."""
-    report_r, report_w = os.pipe()
-    inner_dir = INNER_DIR if mode == "bwrap" else files_dir
-    config = {
-        **config,
-        "dir": inner_dir,
-        "limits": {
-            "cpu_s": limits.time_limit_s,
-            "memory_mb": limits.memory_limit_mb,
-            "max_processes": settings.max_processes,
-            "max_file_mb": settings.max_file_mb,
-            "max_open_files": settings.max_open_files,
-        },
-    }
-    python, prefix = sandbox_python(settings)
-    inner = [python, "-I", "-S", f"{inner_dir}/harness.py", str(report_w)]
-    inner.append(json.dumps(config))
-    scratch = None
-    if mode == "bwrap":
-        argv, cwd = bwrap_argv(settings, prefix, files_dir, inner), None
-    else:
-        argv, cwd = inner, scratch = _weak_scratch_dir()
-    started = time.perf_counter()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            pass_fds=(report_w,),
-            start_new_session=True,
-            cwd=cwd,
-            env={},
-            **_user_kwargs(settings),
-        )
-    finally:
-        os.close(report_w)
-    try:
-        return await _supervise(proc, settings, stdin, report_r, limits, started)
-    finally:
-        _kill_group(proc)
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+@dataclass(frozen=True)
+class HarnessRun:
+    """One execution of the harness: which mode, on which files, fed what."""
+
+    harness_mode: str  # script | function | checker (see harness.py)
+    files_dir: str
+    stdin: bytes
+    limits: TestLimits
+    entry_point: str = ""
 
 
-async def _supervise(proc, settings, stdin, report_fd, limits, started) -> ProcessOutcome:
-    kill = lambda: _kill_group(proc)  # noqa: E731
-    out = _Capture(settings.stdout_limit_kb << 10, kill)
-    err = _Capture(settings.stderr_limit_kb << 10, kill)
-    rep = _Capture(1 << 20, kill)
-    report_reader, report_transport = await _pipe_reader(report_fd)
-    pipes = asyncio.gather(
-        _feed(proc.stdin, stdin),
-        out.drain(proc.stdout),
-        err.drain(proc.stderr),
-        rep.drain(report_reader),
-    )
-    wall_limit = limits.time_limit_s * settings.wall_factor + settings.wall_slack_s
-    timed_out = False
-    try:
+class Isolator:
+    """Starts harness runs in the configured isolation; resolves paths once, not per test."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self.mode = isolation_mode(settings)  # refuses here, before any code runs
+        self.python, self.prefix = sandbox_python(settings)
+        self._launcher = _launcher(settings)
+        self._user_kwargs = _user_kwargs(settings)
+
+    def _argv(self, run: HarnessRun, report_fd: int) -> list[str]:
+        inner_dir = INNER_DIR if self.mode == "bwrap" else run.files_dir
+        s, limits = self.settings, run.limits
+        inner = [self.python, "-I", "-S", f"{inner_dir}/harness.py", str(report_fd)]
+        inner += [run.harness_mode, inner_dir, str(limits.time_limit_s)]
+        inner += [str(limits.memory_limit_mb), str(s.max_processes), str(s.max_file_mb)]
+        inner += [str(s.max_open_files), run.entry_point]
+        if self.mode == "bwrap":
+            inner = bwrap_argv(s, self.prefix, run.files_dir, inner)
+        return self._launcher + inner
+
+    async def run(self, run: HarnessRun) -> ProcessOutcome:
+        """Run `harness.py` once on one test; never raises because the candidate misbehaved."""
+        report_r, report_w = os.pipe()
+        scratch = _weak_scratch_dir() if self.mode == "weak" else None
+        started = time.perf_counter()
         try:
-            await asyncio.wait_for(proc.wait(), timeout=wall_limit)
-        except TimeoutError:
-            timed_out = True
-            kill()
-            await proc.wait()
-        wall_s = time.perf_counter() - started
-        # a survivor may hold a pipe open (weak mode only): then stop listening
-        await asyncio.wait([pipes], timeout=_PIPE_GRACE_S)
-    finally:
-        pipes.cancel()
-        report_transport.close()
-    return _outcome(proc.returncode, out, err, rep, wall_s, timed_out)
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(run, report_w),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(report_w,),
+                start_new_session=True,
+                cwd=scratch,
+                env={},
+                **self._user_kwargs,
+            )
+        except BaseException:
+            os.close(report_r)
+            raise
+        finally:
+            os.close(report_w)
+        try:
+            return await self._supervise(proc, run, report_r, started)
+        finally:
+            _kill_group(proc)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    async def _supervise(self, proc, run: HarnessRun, report_fd: int, started: float):
+        kill = lambda: _kill_group(proc)  # noqa: E731
+        out = _Capture(self.settings.stdout_limit_kb << 10, kill)
+        err = _Capture(self.settings.stderr_limit_kb << 10, kill)
+        rep = _Capture(1 << 20, kill)
+        report_reader, report_transport = await _pipe_reader(report_fd)
+        pipes = asyncio.gather(
+            _feed(proc.stdin, run.stdin),
+            out.drain(proc.stdout),
+            err.drain(proc.stderr),
+            rep.drain(report_reader),
+        )
+        wall_limit = run.limits.time_limit_s * self.settings.wall_factor
+        wall_limit += self.settings.wall_slack_s
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=wall_limit)
+            except TimeoutError:
+                timed_out = True
+                kill()
+                await proc.wait()
+            wall_s = time.perf_counter() - started
+            # a survivor may hold a pipe open (weak mode only): then stop listening
+            await asyncio.wait([pipes], timeout=_PIPE_GRACE_S)
+        finally:
+            pipes.cancel()
+            report_transport.close()
+        return _outcome(proc.returncode, (out, err, rep), wall_s, timed_out)
 
 
-def _outcome(returncode, out, err, rep, wall_s, timed_out) -> ProcessOutcome:
+def _outcome(returncode: int, captures, wall_s: float, timed_out: bool) -> ProcessOutcome:
+    out, err, rep = captures
     # bwrap reports a signal death of its child as 128 + signal; a direct child as -signal
     sig = -returncode if returncode < 0 else (returncode - 128 if returncode > 128 else None)
     try:
@@ -281,11 +309,15 @@ def _weak_scratch_dir() -> str:
     return path
 
 
+@lru_cache(maxsize=1)
+def _harness_source() -> str:
+    return Path(__file__).with_name("harness.py").read_text(encoding="utf-8")
+
+
 def write_files(directory: Path, files: dict[str, str]) -> None:
     """Place the attempt's files where the sandboxed user can read but not change them."""
     directory.chmod(0o755)
-    harness = Path(__file__).with_name("harness.py")
-    for name, text in {"harness.py": harness.read_text(), **files}.items():
+    for name, text in {"harness.py": _harness_source(), **files}.items():
         path = directory / name
         path.write_text(text, encoding="utf-8")
         path.chmod(0o644)

@@ -18,7 +18,7 @@ from pathlib import Path
 from .compare import tokens_match, values_match
 from .extract import NO_CODE_FEEDBACK, extract_code
 from .feedback import build_feedback
-from .isolation import ProcessOutcome, TestLimits, isolation_mode, run_harness, write_files
+from .isolation import HarnessRun, Isolator, ProcessOutcome, TestLimits, write_files
 from .result import VERDICT_PRIORITY, Judgement, TestResult, Verdict
 from .settings import SandboxSettings, get_settings
 from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec
@@ -35,7 +35,8 @@ class Sandbox:
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.mode = isolation_mode(self.settings)  # refuses here, before any code runs
+        self._isolator = Isolator(self.settings)  # refuses here, before any code runs
+        self.mode = self._isolator.mode
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -77,13 +78,13 @@ class Sandbox:
             tests = [task.result() for task in tasks]
         return _judgement(spec, tests, time.perf_counter() - started)
 
-    async def _run(self, mode: str, config: dict, files_dir: str, stdin: str, spec: Spec):
+    async def _run(self, harness_mode: str, files_dir: str, stdin: str, spec: Spec, entry=""):
         limits = TestLimits(spec.time_limit_s, spec.memory_limit_mb)
+        data = stdin.encode("utf-8", errors="replace")
         async with self._semaphore():
-            outcome = await run_harness(
-                self.settings, self.mode, {"mode": mode, **config}, files_dir,
-                stdin.encode("utf-8", errors="replace"), limits,
-            )  # fmt: skip
+            outcome = await self._isolator.run(
+                HarnessRun(harness_mode, files_dir, data, limits, entry_point=entry)
+            )
         if not outcome.report and outcome.stderr.startswith(b"bwrap:"):
             raise SandboxError(outcome.stderr.decode(errors="replace").strip())
         return outcome
@@ -96,7 +97,7 @@ class Sandbox:
 
     async def _io_test(self, spec: IoTestsSpec, files_dir: str, index: int) -> TestResult:
         test = spec.tests[index]
-        outcome = await self._run("script", {}, files_dir, test.input, spec)
+        outcome = await self._run("script", files_dir, test.input, spec)
         result = _failed_run(outcome, spec, index, test.input)
         result.expected = test.output
         if result.verdict == "accepted" and not tokens_match(
@@ -108,8 +109,8 @@ class Sandbox:
     async def _function_test(self, spec: FunctionTestsSpec, files_dir: str, i: int) -> TestResult:
         test = spec.tests[i]
         call = f"{spec.entry_point}({', '.join(json.dumps(a) for a in test.args)})"
-        config = {"entry_point": spec.entry_point}
-        outcome = await self._run("function", config, files_dir, json.dumps(test.args), spec)
+        stdin = json.dumps(test.args)
+        outcome = await self._run("function", files_dir, stdin, spec, spec.entry_point)
         result = _failed_run(outcome, spec, i, call)
         result.expected = json.dumps(test.expected)
         if result.verdict != "accepted":
@@ -128,11 +129,11 @@ class Sandbox:
         if spec.mode == "answer":
             result = TestResult(index=0, verdict="accepted", time_s=0.0, output=code)
         else:
-            run = await self._run("script", {}, files_dir, spec.input, spec)
+            run = await self._run("script", files_dir, spec.input, spec)
             result = _failed_run(run, spec, 0, spec.input)
             if result.verdict != "accepted":
                 return result
-        check = await self._run("checker", {}, files_dir, result.output, spec)
+        check = await self._run("checker", files_dir, result.output, spec)
         report = check.report
         if report.get("status") != "ok":
             reason = _error_text(report) or _classify(check, spec)[1] or "the checker failed"
@@ -158,10 +159,10 @@ def _failed_run(outcome: ProcessOutcome, spec: Spec, index: int, shown_input) ->
 
 def _classify(outcome: ProcessOutcome, spec: Spec) -> tuple[Verdict, str]:
     report, status = outcome.report, outcome.report.get("status")
+    if outcome.output_exceeded or outcome.signal == signal.SIGXFSZ or status == "file_limit":
+        return "output_limit", ""  # checked first: we kill a flooding test with SIGKILL
     if outcome.timed_out or outcome.signal in (signal.SIGXCPU, signal.SIGKILL):
         return "time_limit", ""
-    if outcome.output_exceeded or outcome.signal == signal.SIGXFSZ:
-        return "output_limit", ""
     if status == "compile_error":
         return "compile_error", report["error"]["text"]
     if status == "memory":

@@ -6,7 +6,9 @@ import typer
 
 from . import __version__
 
-app = typer.Typer(help="sdpo-serve: test-time self-distillation as a service.", no_args_is_help=True)
+app = typer.Typer(
+    help="sdpo-serve: test-time self-distillation as a service.", no_args_is_help=True
+)
 
 
 @app.callback()
