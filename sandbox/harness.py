@@ -8,7 +8,8 @@ the interpreter's start-up set (json, re and traceback cost more than the whole 
 heavier imports are deferred to the paths that need them.
 
 argv: harness.py REPORT_FD MODE DIR CPU_S MEMORY_MB MAX_PROCESSES MAX_FILE_MB MAX_OPEN_FILES
-      [ENTRY_POINT]; MODE is script, function or checker.
+      ENTRY_POINT PER_TEST_S; MODE is script, function or checker. CPU_S bounds the whole
+      process; PER_TEST_S bounds each call in function mode, which runs all tests at once.
 """
 
 import builtins
@@ -16,6 +17,7 @@ import errno
 import os
 import resource
 import sys
+import time
 
 SOLUTION = "solution.py"
 CHECKER = "checker.py"
@@ -95,20 +97,57 @@ def find_callable(namespace, entry_point):
     return None
 
 
-def main_script(directory, entry_point):
+def main_script(directory, entry_point, per_test_s):
     code, report = load(directory, SOLUTION)
     if report:
         return report
     return run_module(code, SOLUTION)[1] or {"status": "ok"}
 
 
-def main_function(directory, entry_point):
+class TestTimeout(BaseException):
+    """Raised in the candidate when one call exceeds its CPU budget (BaseException, so that a
+    bare `except Exception` in the candidate does not swallow it)."""
+
+
+def _on_timer(signum, frame):
+    raise TestTimeout()
+
+
+def call_once(fn, args, per_test_s):
+    """One test of a function: its own CPU-time budget, its own result or error."""
     import json
+    import signal
+
+    started = time.process_time()
+    signal.setitimer(signal.ITIMER_PROF, per_test_s)
+    try:
+        result = fn(*args)
+    except TestTimeout:
+        return {"status": "time_limit", "cpu_s": time.process_time() - started}
+    except SystemExit as exc:
+        report = {"status": "exit", "code": str(exc.code)[:200]}
+    except BaseException as exc:
+        report = error_report(exc, SOLUTION)
+    else:
+        try:
+            report = {"status": "ok", "json": json.dumps(result)}
+        except (TypeError, ValueError, RecursionError):
+            report = {"status": "ok", "repr": repr(result)[:1000]}
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    report["cpu_s"] = time.process_time() - started
+    return report
+
+
+def main_function(directory, entry_point, per_test_s):
+    """All tests of one attempt in this one process (LiveCodeBench's functional style)."""
+    import json
+    import signal
 
     code, report = load(directory, SOLUTION)
     if report:
         return report
-    args = json.loads(sys.stdin.read() or "[]")
+    calls = json.loads(sys.stdin.read() or "[]")
     namespace, report = run_module(code, SOLUTION)
     if report:
         return report
@@ -116,19 +155,11 @@ def main_function(directory, entry_point):
     if fn is None:
         msg = f"no function {entry_point!r} and no class Solution with that method"
         return {"status": "exception", "error": {"type": "NameError", "message": msg, "frames": []}}
-    try:
-        result = fn(*args)
-    except SystemExit as exc:
-        return {"status": "exit", "code": str(exc.code)[:200]}
-    except BaseException as exc:
-        return error_report(exc, SOLUTION)
-    try:
-        return {"status": "ok", "json": json.dumps(result)}
-    except (TypeError, ValueError, RecursionError):
-        return {"status": "ok", "repr": repr(result)[:1000]}
+    signal.signal(signal.SIGPROF, _on_timer)
+    return {"status": "ok", "results": [call_once(fn, args, per_test_s) for args in calls]}
 
 
-def main_checker(directory, entry_point):
+def main_checker(directory, entry_point, per_test_s):
     code, report = load(directory, CHECKER)
     if report:
         return report
@@ -161,14 +192,14 @@ def emit(fd, report):
 def main():
     report_fd, mode, directory = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     cpu_s, memory_mb, max_processes, max_file_mb, max_open_files = sys.argv[4:9]
-    entry_point = sys.argv[9] if len(sys.argv) > 9 else ""
+    entry_point, per_test_s = sys.argv[9], float(sys.argv[10])
     os.set_inheritable(report_fd, False)  # children the candidate spawns don't get the channel
     apply_limits(float(cpu_s), int(memory_mb), int(max_processes), int(max_file_mb),
                  int(max_open_files))  # fmt: skip
     builtins.exit = builtins.quit = sys.exit  # normally added by `site`, which -S skips
     runner = {"script": main_script, "function": main_function, "checker": main_checker}[mode]
     try:
-        report = runner(directory, entry_point)
+        report = runner(directory, entry_point, per_test_s)
     except MemoryError:
         report = {"status": "memory"}
     try:

@@ -43,8 +43,9 @@ class TestLimits:
 
     __test__ = False
 
-    time_limit_s: float
+    time_limit_s: float  # CPU seconds of the whole process (all its tests)
     memory_limit_mb: int
+    per_test_s: float = 0.0  # CPU seconds per call, in function mode
 
 
 @dataclass
@@ -216,7 +217,7 @@ class Isolator:
         inner = [self.python, "-I", "-S", f"{inner_dir}/harness.py", str(report_fd)]
         inner += [run.harness_mode, inner_dir, str(limits.time_limit_s)]
         inner += [str(limits.memory_limit_mb), str(s.max_processes), str(s.max_file_mb)]
-        inner += [str(s.max_open_files), run.entry_point]
+        inner += [str(s.max_open_files), run.entry_point, str(limits.per_test_s)]
         if self.mode == "bwrap":
             inner = bwrap_argv(s, self.prefix, run.files_dir, inner)
         return self._launcher + inner

@@ -68,18 +68,16 @@ class Sandbox:
                 files["checker.py"] = spec.code
             write_files(Path(tmp), files)
             if isinstance(spec, IoTestsSpec):
-                runs = [self._io_test(spec, tmp, i) for i in range(len(spec.tests))]
+                tests = await self._io_tests(spec, tmp)
             elif isinstance(spec, FunctionTestsSpec):
-                runs = [self._function_test(spec, tmp, i) for i in range(len(spec.tests))]
+                tests = await self._function_tests(spec, tmp)
             else:
-                runs = [self._checker_test(spec, tmp, code)]
-            async with asyncio.TaskGroup() as group:  # one sandbox failure cancels the rest
-                tasks = [group.create_task(run) for run in runs]
-            tests = [task.result() for task in tasks]
+                tests = [await self._checker_test(spec, tmp, code)]
         return _judgement(spec, tests, time.perf_counter() - started)
 
-    async def _run(self, harness_mode: str, files_dir: str, stdin: str, spec: Spec, entry=""):
-        limits = TestLimits(spec.time_limit_s, spec.memory_limit_mb)
+    async def _run(
+        self, harness_mode: str, files_dir: str, stdin: str, limits: TestLimits, entry=""
+    ):
         data = stdin.encode("utf-8", errors="replace")
         async with self._semaphore():
             outcome = await self._isolator.run(
@@ -95,10 +93,18 @@ class Sandbox:
             self._slots, self._slots_loop = asyncio.Semaphore(self.settings.max_parallel), loop
         return self._slots
 
+    async def _io_tests(self, spec: IoTestsSpec, files_dir: str) -> list[TestResult]:
+        """One process per test: stdin programs read fd 0 directly, so they can't share one."""
+        runs = [self._io_test(spec, files_dir, i) for i in range(len(spec.tests))]
+        async with asyncio.TaskGroup() as group:  # one sandbox failure cancels the rest
+            tasks = [group.create_task(run) for run in runs]
+        return [task.result() for task in tasks]
+
     async def _io_test(self, spec: IoTestsSpec, files_dir: str, index: int) -> TestResult:
         test = spec.tests[index]
-        outcome = await self._run("script", files_dir, test.input, spec)
-        result = _failed_run(outcome, spec, index, test.input)
+        limits = _limits(spec)
+        outcome = await self._run("script", files_dir, test.input, limits)
+        result = _failed_run(outcome, limits, index, test.input)
         result.expected = test.output
         if result.verdict == "accepted" and not tokens_match(
             result.output, test.output, spec.float_tolerance
@@ -106,46 +112,85 @@ class Sandbox:
             result.verdict = "wrong_answer"
         return result
 
-    async def _function_test(self, spec: FunctionTestsSpec, files_dir: str, i: int) -> TestResult:
-        test = spec.tests[i]
-        call = f"{spec.entry_point}({', '.join(json.dumps(a) for a in test.args)})"
-        stdin = json.dumps(test.args)
-        outcome = await self._run("function", files_dir, stdin, spec, spec.entry_point)
-        result = _failed_run(outcome, spec, i, call)
-        result.expected = json.dumps(test.expected)
-        if result.verdict != "accepted":
-            return result
-        report = outcome.report
-        if "json" in report:
-            result.output = report["json"]
-            if values_match(json.loads(report["json"]), test.expected, spec.float_tolerance):
-                return result
-        else:
-            result.output = report.get("repr", "")
-        result.verdict = "wrong_answer"
-        return result
+    async def _function_tests(self, spec: FunctionTestsSpec, files_dir: str) -> list[TestResult]:
+        """All tests in one process (each call has its own CPU budget): spawning dominates the
+        cost of small functions, and the worker judges thousands of attempts."""
+        n = len(spec.tests)
+        limits = TestLimits(spec.time_limit_s * n, spec.memory_limit_mb, spec.time_limit_s)
+        calls = [
+            f"{spec.entry_point}({', '.join(json.dumps(a) for a in t.args)})" for t in spec.tests
+        ]
+        stdin = json.dumps([t.args for t in spec.tests])
+        outcome = await self._run("function", files_dir, stdin, limits, spec.entry_point)
+        per_call = outcome.report.get("results")
+        if not isinstance(per_call, list) or len(per_call) != n:  # the process failed as a whole
+            shared = _failed_run(outcome, limits, 0, calls[0])
+            if shared.verdict == "accepted":
+                shared.verdict, shared.error = "runtime_error", "The program did not report."
+            return [shared.model_copy(update={"index": i, "input": calls[i]}) for i in range(n)]
+        return [
+            _function_result(
+                spec, i, calls[i], per_call[i] if isinstance(per_call[i], dict) else {}
+            )
+            for i in range(n)
+        ]
 
     async def _checker_test(self, spec: CheckerSpec, files_dir: str, code: str) -> TestResult:
         if spec.mode == "answer":
             result = TestResult(index=0, verdict="accepted", time_s=0.0, output=code)
         else:
-            run = await self._run("script", files_dir, spec.input, spec)
-            result = _failed_run(run, spec, 0, spec.input)
+            run = await self._run("script", files_dir, spec.input, _limits(spec))
+            result = _failed_run(run, _limits(spec), 0, spec.input)
             if result.verdict != "accepted":
                 return result
-        check = await self._run("checker", files_dir, result.output, spec)
+        check = await self._run("checker", files_dir, result.output, _limits(spec))
         report = check.report
         if report.get("status") != "ok":
-            reason = _error_text(report) or _classify(check, spec)[1] or "the checker failed"
+            reason = _error_text(report) or _classify(check, _limits(spec))[1]
+            reason = reason or "the checker failed"
             result.verdict, result.error = "invalid_spec", "The checker failed: " + reason
         elif not report.get("ok"):
             result.verdict, result.error = "wrong_answer", report.get("message", "")
         return result
 
 
-def _failed_run(outcome: ProcessOutcome, spec: Spec, index: int, shown_input) -> TestResult:
+def _limits(spec: Spec) -> TestLimits:
+    return TestLimits(spec.time_limit_s, spec.memory_limit_mb)
+
+
+def _function_result(spec: FunctionTestsSpec, index: int, call: str, report: dict) -> TestResult:
+    """Verdict of one call, from its entry in the harness's report."""
+    test = spec.tests[index]
+    result = TestResult(
+        index=index,
+        verdict="accepted",
+        time_s=round(float(report.get("cpu_s", 0.0)), 4),
+        input=call,
+        expected=json.dumps(test.expected),
+    )
+    status = report.get("status")
+    if status == "time_limit" or result.time_s > spec.time_limit_s:
+        result.verdict = "time_limit"
+    elif status in _STATUS_VERDICTS:
+        result.verdict = _STATUS_VERDICTS[status]
+    elif status in ("exception", "exit"):
+        result.verdict, result.error = "runtime_error", _error_text(report)
+    elif "json" in report:
+        result.output = str(report["json"])
+        got = json.loads(result.output)
+        if not values_match(got, test.expected, spec.float_tolerance):
+            result.verdict = "wrong_answer"
+    else:
+        result.verdict, result.output = "wrong_answer", str(report.get("repr", ""))
+    return result
+
+
+_STATUS_VERDICTS: dict[str, Verdict] = {"memory": "memory_limit", "file_limit": "output_limit"}
+
+
+def _failed_run(outcome: ProcessOutcome, limits: TestLimits, index: int, shown_input) -> TestResult:
     """A TestResult with the failure verdict, or 'accepted' meaning 'ran cleanly, now compare'."""
-    verdict, error = _classify(outcome, spec)
+    verdict, error = _classify(outcome, limits)
     time_s = outcome.report.get("cpu_s", outcome.wall_s)
     return TestResult(
         index=index,
@@ -157,7 +202,7 @@ def _failed_run(outcome: ProcessOutcome, spec: Spec, index: int, shown_input) ->
     )
 
 
-def _classify(outcome: ProcessOutcome, spec: Spec) -> tuple[Verdict, str]:
+def _classify(outcome: ProcessOutcome, limits: TestLimits) -> tuple[Verdict, str]:
     report, status = outcome.report, outcome.report.get("status")
     if outcome.output_exceeded or outcome.signal == signal.SIGXFSZ or status == "file_limit":
         return "output_limit", ""  # checked first: we kill a flooding test with SIGKILL
@@ -167,7 +212,7 @@ def _classify(outcome: ProcessOutcome, spec: Spec) -> tuple[Verdict, str]:
         return "compile_error", report["error"]["text"]
     if status == "memory":
         return "memory_limit", ""
-    if report.get("cpu_s", 0.0) > spec.time_limit_s:
+    if report.get("cpu_s", 0.0) > limits.time_limit_s:
         return "time_limit", ""
     if status in ("exception", "exit"):
         return "runtime_error", _error_text(report)

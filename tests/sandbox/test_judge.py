@@ -160,3 +160,45 @@ def test_batch_of_attempts_judged_concurrently(sandbox):
     bad = "```python\nprint(0)\n```"
     results = asyncio.run(sandbox.judge_many(ADD, [good, bad] * 4))
     assert [r.passed for r in results] == [True, False] * 4
+
+
+def test_function_tests_have_per_test_verdicts(sandbox):
+    spec = parse_spec(
+        {
+            "type": "function_tests",
+            "entry_point": "f",
+            "time_limit_s": 0.5,
+            "tests": [
+                {"args": [1], "expected": 1},
+                {"args": [0], "expected": 0},
+                {"args": [-1], "expected": 1},
+                {"args": [2], "expected": 3},
+            ],
+        }
+    )
+    code = """\
+        def f(n):
+            if n == 0:
+                while True:
+                    try:
+                        pass
+                    except Exception:  # a bare `except Exception` cannot swallow the timeout
+                        pass
+            if n < 0:
+                raise ValueError("negative")
+            return n
+    """
+    result = judge(sandbox, spec, code)
+    verdicts = [t.verdict for t in result.tests]
+    assert verdicts == ["accepted", "time_limit", "runtime_error", "wrong_answer"]
+    assert result.verdict == "runtime_error"
+    assert result.feedback.startswith("Runtime error on test 3 of 4:\nTraceback")
+    assert "ValueError: negative\nInput:\nf(-1)\n\nTime limit exceeded on test 2 of 4" in (
+        result.feedback
+    )
+
+
+def test_function_module_level_failure_applies_to_every_test(sandbox):
+    result = judge(sandbox, TWICE, "raise RuntimeError('at import')\n")
+    assert [t.verdict for t in result.tests] == ["runtime_error", "runtime_error"]
+    assert [t.input for t in result.tests] == ["twice([1, 2])", "twice([])"]

@@ -1,0 +1,29 @@
+"""Prompt texts: the student's prompt, the teacher's reprompt and the multi-turn context.
+
+The templates are the official SDPO ones (DESIGN.md §1). The attempt's own tokens are appended
+after the teacher context by the scorer; they are never part of the teacher's prompt text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+FEEDBACK_TEMPLATE = (
+    "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}\n\n"
+)
+REPROMPT_TEMPLATE = "{prompt}{feedback}\n\nCorrectly solve the original question."
+
+
+def teacher_prompt(prompt: str, feedback_raw: str) -> str:
+    """The self-teacher's user message: the problem plus feedback on one failed attempt."""
+    feedback = FEEDBACK_TEMPLATE.format(feedback_raw=feedback_raw)
+    return REPROMPT_TEMPLATE.format(prompt=prompt, feedback=feedback)
+
+
+def multi_turn_prompt(prompt: str, feedbacks: Sequence[str]) -> str:
+    """The multi-turn baseline's user message: the problem plus all past feedback, oldest
+    first (like the official baseline, past attempts themselves are not shown)."""
+    if not feedbacks:
+        return prompt
+    feedback = "".join(FEEDBACK_TEMPLATE.format(feedback_raw=f) for f in feedbacks)
+    return REPROMPT_TEMPLATE.format(prompt=prompt, feedback=feedback)
