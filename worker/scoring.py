@@ -1,0 +1,35 @@
+"""Scoring attempts: the model's next-token logits at each token of an attempt, after a context.
+
+Student and teacher are scored the same way; only the context differs (the problem alone, or
+the problem plus feedback). Rows are right-padded: under causal attention a real token never
+sees the padding after it, so no attention mask is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+
+def attempt_logits(
+    model: PreTrainedModel, contexts: list[list[int]], attempts: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits predicting each attempt token, and the mask of real tokens.
+
+    Returns (logits (B, T, V), mask (B, T)) with T the longest attempt. Row i's logits at t are
+    the model's prediction of attempts[i][t] given contexts[i] + attempts[i][:t].
+    """
+    rows = [c + a for c, a in zip(contexts, attempts, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    logits = model(input_ids=ids.to(model.device)).logits  # (B, L, V)
+    longest = max(len(a) for a in attempts)
+    offsets = torch.arange(longest)[None, :]  # (1, T)
+    starts = torch.tensor([len(c) - 1 for c in contexts])[:, None]  # (B, 1)
+    lengths = torch.tensor([len(a) for a in attempts])[:, None]
+    mask = offsets < lengths  # (B, T)
+    index = (starts + offsets).clamp(max=width - 1).to(logits.device)  # (B, T)
+    picked = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))  # (B, T, V)
+    return picked, mask.to(logits.device)

@@ -1,0 +1,22 @@
+"""The three strategies behind one interface, by the names the API uses."""
+
+from __future__ import annotations
+
+from sdpo.params import StrategyName, parse_params
+
+from .base import Problem, Runtime, Strategy, VerifierFailed
+from .best_of_k import BestOfK
+from .multi_turn import MultiTurn
+from .sdpo import SDPO
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (SDPO, BestOfK, MultiTurn)}
+
+
+def make_strategy(
+    name: StrategyName, problem: Problem, params: dict | None, runtime: Runtime, *, seed: int
+) -> Strategy:
+    """Build a strategy with validated params (raises pydantic.ValidationError)."""
+    return STRATEGIES[name](problem, parse_params(name, params), runtime, seed=seed)
+
+
+__all__ = ["STRATEGIES", "Problem", "Runtime", "Strategy", "VerifierFailed", "make_strategy"]

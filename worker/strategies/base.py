@@ -1,0 +1,126 @@
+"""The strategy interface: one step = attempt → execute → (feedback → update).
+
+Every strategy runs through the same `step`; they differ only in the prompt they sample from,
+the adapter they sample with, and what they learn from a failed batch (`_learn`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from sandbox import Sandbox, Spec
+from sdpo.params import SamplingParams
+
+from ..adapter import SessionAdapter
+from ..engine import Engine
+from ..generation import SamplingConfig
+from ..judging import Judge
+from ..records import Attempt, StepRecord
+from ..timing import timed
+
+
+class VerifierFailed(RuntimeError):
+    """The verifier itself is broken (e.g. the checker raised): no attempt can be judged."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    verifier: Spec
+
+
+@dataclass
+class Runtime:
+    """What a worker shares between sessions: the engine (and its model) and the sandbox."""
+
+    engine: Engine
+    sandbox: Sandbox
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+
+    def __init__(
+        self, problem: Problem, params: SamplingParams, runtime: Runtime, *, seed: int
+    ) -> None:
+        self.problem = problem
+        self.params = params
+        self.engine = runtime.engine
+        self.loaded = runtime.engine.loaded
+        self.judge = Judge(runtime.sandbox, problem.verifier)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step_index = 0
+        self.attempts_used = 0
+        self.problem_ids = self.loaded.chat_ids(problem.prompt)
+
+    async def step(self, max_attempts: int) -> StepRecord:
+        """Sample a batch, judge it, and learn from it unless an attempt passed."""
+        record = StepRecord(step=self.step_index, attempts=[])
+        n = min(self.params.num_generations, max_attempts)
+        with timed(record.phase_s, "generate"):
+            record.attempts = await asyncio.to_thread(self._attempt, n)
+        with timed(record.phase_s, "judge"):
+            await self._execute(record.attempts)
+        if record.first_success is None:
+            await self._learn(record)
+        self.step_index += 1
+        return record
+
+    def _attempt(self, n: int) -> list[Attempt]:
+        config = SamplingConfig(
+            temperature=self.params.temperature,
+            top_p=self.params.top_p,
+            max_new_tokens=self.params.max_completion_length,
+        )
+        samples = self.engine.generate(
+            self._prompt_ids(), n, config, generator=self.generator, adapter=self._adapter()
+        )
+        first = self.attempts_used + 1
+        self.attempts_used += n
+        return [
+            Attempt(
+                index=first + i,
+                step=self.step_index,
+                text=self.loaded.decode(s.token_ids),
+                token_ids=s.token_ids,
+                logprobs=s.logprobs,
+            )
+            for i, s in enumerate(samples)
+        ]
+
+    async def _execute(self, attempts: list[Attempt]) -> None:
+        judgements = await self.judge.judge([a.text for a in attempts])
+        for attempt, judgement in zip(attempts, judgements, strict=True):
+            if judgement.verdict == "invalid_spec":
+                raise VerifierFailed(judgement.feedback)
+            attempt.judgement = judgement
+
+    def _prompt_ids(self) -> list[int]:
+        return self.problem_ids
+
+    def _adapter(self) -> SessionAdapter | None:
+        return None
+
+    async def _learn(self, record: StepRecord) -> None:
+        """What a failed batch teaches; nothing for independent sampling."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this step left off."""
+        return {
+            "step_index": self.step_index,
+            "attempts_used": self.attempts_used,
+            "rng": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_index = state["step_index"]
+        self.attempts_used = state["attempts_used"]
+        self.generator.set_state(state["rng"])
+
+    def close(self) -> None:
+        """Release per-session resources (the SDPO adapter)."""

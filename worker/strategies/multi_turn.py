@@ -1,0 +1,46 @@
+"""Multi-turn retry: one growing conversation with all past feedback in the prompt.
+
+Each step samples its batch from the problem plus the feedback gathered so far (feedback only,
+not past attempts, like the official baseline), then adds the feedback of the batch's first
+failed attempt. When the prompt would exceed `max_prompt_length` tokens, the oldest feedback
+is dropped first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdpo.params import MultiTurnParams
+
+from ..prompts import multi_turn_prompt
+from ..records import StepRecord
+from .base import Strategy
+
+
+class MultiTurn(Strategy):
+    name = "multi_turn"
+    params: MultiTurnParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feedbacks: list[str] = []
+
+    def _prompt_ids(self) -> list[int]:
+        kept = list(self.feedbacks)
+        while True:
+            ids = self.loaded.chat_ids(multi_turn_prompt(self.problem.prompt, kept))
+            if len(ids) <= self.params.max_prompt_length or not kept:
+                return ids
+            kept.pop(0)
+
+    async def _learn(self, record: StepRecord) -> None:
+        judgement = record.attempts[0].judgement
+        if judgement is not None:
+            self.feedbacks.append(judgement.feedback)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "feedbacks": list(self.feedbacks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.feedbacks = list(state["feedbacks"])
