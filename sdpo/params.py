@@ -52,7 +52,7 @@ class SDPOParams(SamplingParams):
         1.0,
         ge=0.0,
         le=1.0,
-        description="0 = KL(teacher||student), 1 = KL(student||teacher), between = generalized JSD.",
+        description="0 = KL(teacher||student), 1 = KL(student||teacher), else generalized JSD.",
     )
     distillation_topk: int | None = Field(
         20, ge=1, description="Distil the student's top-k tokens (+ tail bucket); null = all."

@@ -52,10 +52,7 @@ class HFEngine:
     ) -> list[Sample]:
         model = adapter.model if adapter else self.loaded.model
         with torch.inference_mode():
-            return sample(
-                model, prompt_ids, n, config, eos_token_id=self.loaded.eos_token_id,
-                generator=generator,
-            )  # fmt: skip
+            return sample(model, prompt_ids, n, config, generator=generator)
 
     def sync_adapter(self, adapter: SessionAdapter) -> None:
         """Nothing to do: generation reads the live adapter weights."""

@@ -25,6 +25,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class SamplingConfig:
+    eos_token_id: int
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 128
@@ -46,7 +47,6 @@ def sample(
     n: int,
     config: SamplingConfig,
     *,
-    eos_token_id: int,
     generator: torch.Generator,
 ) -> list[Sample]:
     """Draw n completions of one prompt from `model` (with whatever adapter is active)."""
@@ -67,10 +67,10 @@ def sample(
         step_logprobs = scaled.log_softmax(-1)  # (n, V)
         probs = step_logprobs.exp().to(generator.device)
         next_ids = torch.multinomial(probs, 1, generator=generator).to(device)  # (n, 1)
-        next_ids = next_ids.masked_fill(finished[:, None], eos_token_id)
+        next_ids = next_ids.masked_fill(finished[:, None], config.eos_token_id)
         tokens = torch.cat([tokens, next_ids], dim=1)
         logprobs = torch.cat([logprobs, step_logprobs.gather(1, next_ids)], dim=1)
-        finished |= next_ids[:, 0] == eos_token_id
+        finished |= next_ids[:, 0] == config.eos_token_id
         if bool(finished.all()):
             break
         positions = torch.full((n, 1), position, device=device)
@@ -79,7 +79,7 @@ def sample(
         )
         logits = out.logits[:, -1, :].float()
         position += 1
-    return [_trim(tokens[i], logprobs[i], eos_token_id) for i in range(n)]
+    return [_trim(tokens[i], logprobs[i], config.eos_token_id) for i in range(n)]
 
 
 def _trim(tokens: torch.Tensor, logprobs: torch.Tensor, eos_token_id: int) -> Sample:

@@ -7,7 +7,6 @@ the adapter they sample with, and what they learn from a failed batch (`_learn`)
 from __future__ import annotations
 
 import asyncio
-from abc import ABC
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,7 +41,9 @@ class Runtime:
     sandbox: Sandbox
 
 
-class Strategy(ABC):
+class Strategy:
+    """Base of all strategies; on its own it is independent sampling (see BestOfK)."""
+
     name: ClassVar[str]
 
     def __init__(
@@ -73,6 +74,7 @@ class Strategy(ABC):
 
     def _attempt(self, n: int) -> list[Attempt]:
         config = SamplingConfig(
+            eos_token_id=self.loaded.eos_token_id,
             temperature=self.params.temperature,
             top_p=self.params.top_p,
             max_new_tokens=self.params.max_completion_length,
