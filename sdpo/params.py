@@ -82,6 +82,11 @@ class SDPOParams(SamplingParams):
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Modules that get LoRA weights."
     )
+    teacher_context: Literal["feedback", "reference"] = Field(
+        "feedback",
+        description="Diagnostic control: 'reference' shows the teacher the problem's reference "
+        "solution instead of feedback, to check the distillation machinery.",
+    )
 
 
 PARAMS_BY_STRATEGY: dict[str, type[SamplingParams]] = {

@@ -31,6 +31,7 @@ class VerifierFailed(RuntimeError):
 class Problem:
     prompt: str
     verifier: Spec
+    reference_solution: str | None = None  # only for the reference-teacher control
 
 
 @dataclass

@@ -1,0 +1,33 @@
+import numpy as np
+
+from worker.benchmarks import stats
+from worker.benchmarks.discovery import _time_to_reach
+
+
+def test_discovery_curve_counts_first_successes_within_k():
+    curve = stats.discovery_curve([1, 3, None, 3], budget=4)
+    np.testing.assert_allclose(curve, [0.25, 0.25, 0.75, 0.75])
+
+
+def test_attempts_to_reach():
+    curve = np.array([0.1, 0.2, 0.5, 0.5])
+    assert stats.attempts_to_reach(curve, 0.5) == 3
+    assert stats.attempts_to_reach(curve, 0.2) == 2
+    assert stats.attempts_to_reach(curve, 0.6) is None
+
+
+def test_bootstrap_band_brackets_the_estimate_and_collapses_without_variance():
+    same = {"a": [2, 2], "b": [2, 2]}
+    lo, hi = stats.bootstrap_band(same, budget=3, n_boot=50)
+    np.testing.assert_allclose(lo, [0, 1, 1])
+    np.testing.assert_allclose(hi, [0, 1, 1])
+    mixed = {"a": [1, None], "b": [None, None], "c": [2, 1]}
+    lo, hi = stats.bootstrap_band(mixed, budget=2, n_boot=400)
+    point = stats.discovery_curve([1, None, None, None, 2, 1], 2)
+    assert np.all(lo <= point) and np.all(point <= hi) and np.all(hi - lo > 0)
+
+
+def test_time_to_reach_picks_the_needed_success():
+    assert _time_to_reach([1.0, 2.0, 5.0], 0.5, runs=4) == 2.0
+    assert _time_to_reach([1.0], 0.5, runs=4) is None
+    assert _time_to_reach([1.0, 2.0], 0.0, runs=4) is None

@@ -1,0 +1,1 @@
+"""Benchmarks that run the same strategy code as the service (`sdpo bench ...`)."""

@@ -1,0 +1,211 @@
+"""`sdpo bench discovery`: every strategy on the same hard problems, seeds and budget.
+
+Runs go through the same strategy code as the service, interleaved (problem, seed, then each
+strategy) so that machine noise hits all strategies alike. Writes DIR/discovery.json and
+DIR/discovery.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sandbox import parse_spec
+
+from ..loop import Budget, run_session
+from ..records import StepRecord
+from ..runtime import EngineName, build_runtime
+from ..strategies import Problem, Runtime, make_strategy
+from ..testbed.hardset import load_hard_set
+from ..testbed.tasks import heldout_task, prompt, reference_code, verifier_spec
+from . import stats
+
+CONTROL_NAME = "sdpo[reference-teacher]"
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    out: Path
+    engine: EngineName = "hf"
+    strategies: tuple[str, ...] = ("sdpo", "best_of_k", "multi_turn")
+    budget: int = 128
+    problems: int = 20
+    seeds: int = 10
+    problem_seed: int = 0
+    control: str | None = None  # "reference-teacher"
+    params: dict[str, dict] = field(default_factory=dict)  # per-strategy overrides
+    model: Path | None = None
+
+
+@dataclass
+class Run:
+    strategy: str
+    problem: int
+    seed: int
+    first_success: int | None
+    attempts_used: int
+    wall_s: float
+    wall_to_success_s: float | None
+    phase_s: dict[str, float]
+
+
+def pick_problems(count: int, problem_seed: int) -> list[int]:
+    pool = [p["index"] for p in load_hard_set()["problems"]]
+    if count > len(pool):
+        raise ValueError(f"--problems {count} exceeds the hard set's {len(pool)} problems")
+    return sorted(random.Random(problem_seed).sample(pool, count))
+
+
+async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: DiscoveryConfig):
+    task = heldout_task(index)
+    problem = Problem(prompt(task), parse_spec(verifier_spec(task)), reference_code(task))
+    strategy_name, params = name, dict(config.params.get(name, {}))
+    if name == CONTROL_NAME:
+        strategy_name = "sdpo"
+        params = {**config.params.get("sdpo", {}), "teacher_context": "reference"}
+    strategy = make_strategy(strategy_name, problem, params, runtime, seed=seed)
+    started = time.perf_counter()
+    phases: dict[str, float] = defaultdict(float)
+
+    async def on_step(record: StepRecord) -> None:
+        for phase, seconds in record.phase_s.items():
+            phases[phase] += seconds
+
+    try:
+        result = await run_session(strategy, Budget(config.budget), on_step=on_step)
+    finally:
+        strategy.close()
+    wall = time.perf_counter() - started
+    first = result.first_success.index if result.first_success else None
+    return Run(
+        name, index, seed, first, result.attempts_used, wall, wall if first else None, phases
+    )
+
+
+async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None] = print) -> dict:
+    runtime = build_runtime(config.engine, config.model)
+    names = list(config.strategies) + ([CONTROL_NAME] if config.control else [])
+    problems = pick_problems(config.problems, config.problem_seed)
+    runs: list[Run] = []
+    for index in problems:
+        for s in range(config.seeds):
+            seed = config.problem_seed * 1_000_003 + index * 1009 + s
+            for name in names:
+                run = await run_one(runtime, name, index, seed, config)
+                runs.append(run)
+                progress(
+                    f"problem {index} seed {s} {name}: "
+                    f"{'solved at ' + str(run.first_success) if run.first_success else 'unsolved'}"
+                    f" ({run.wall_s:.1f} s)"
+                )
+    report = summarize(runs, config, problems)
+    write_report(report, config.out)
+    return report
+
+
+def _strategy_summary(runs: list[Run], budget: int) -> dict:
+    by_problem: dict[str, list] = defaultdict(list)
+    for r in runs:
+        by_problem[str(r.problem)].append(r.first_success)
+    curve = stats.discovery_curve([r.first_success for r in runs], budget)
+    lo, hi = stats.bootstrap_band(by_problem, budget)
+    solved = [r for r in runs if r.first_success]
+    phases: dict[str, float] = defaultdict(float)
+    for r in runs:
+        for phase, seconds in r.phase_s.items():
+            phases[phase] += seconds
+    return {
+        "discovery": {str(k + 1): round(float(v), 4) for k, v in enumerate(curve)},
+        "discovery_ci90": {
+            "lo": {str(k + 1): round(float(v), 4) for k, v in enumerate(lo)},
+            "hi": {str(k + 1): round(float(v), 4) for k, v in enumerate(hi)},
+        },
+        "solved": f"{len(solved)}/{len(runs)}",
+        "mean_attempts_to_success": stats.mean_or_none([r.first_success for r in solved]),
+        "wall_s": round(sum(r.wall_s for r in runs), 2),
+        "mean_wall_to_success_s": stats.mean_or_none([r.wall_to_success_s for r in solved]),
+        "success_times_s": sorted(r.wall_to_success_s for r in solved),
+        "phase_s": {k: round(v, 2) for k, v in phases.items()},
+        "attempts": sum(r.attempts_used for r in runs),
+        "runs": len(runs),
+    }
+
+
+def summarize(runs: list[Run], config: DiscoveryConfig, problems: list[int]) -> dict:
+    names = list(dict.fromkeys(r.strategy for r in runs))
+    summary = {
+        n: _strategy_summary([r for r in runs if r.strategy == n], config.budget) for n in names
+    }
+    report = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "problems": problems,
+        "strategies": {n: s for n, s in summary.items() if n != CONTROL_NAME},
+        "controls": {n: s for n, s in summary.items() if n == CONTROL_NAME},
+        "runs": [asdict(r) for r in runs],
+    }
+    report.update(_ratios(summary, config.budget, runs))
+    return report
+
+
+def _ratios(summary: dict, budget: int, runs: list[Run]) -> dict:
+    """Attempts (and seconds) SDPO needs to reach best-of-k's discovery at the full budget."""
+    if "sdpo" not in summary or "best_of_k" not in summary:
+        return {}
+    target = summary["best_of_k"]["discovery"][str(budget)]
+    sdpo_curve = [summary["sdpo"]["discovery"][str(k)] for k in range(1, budget + 1)]
+    needed = stats.attempts_to_reach(stats.np.array(sdpo_curve), target) if target > 0 else None
+    n_runs = summary["best_of_k"]["runs"]
+    bok_time = _time_to_reach(summary["best_of_k"]["success_times_s"], target, n_runs)
+    sdpo_time = _time_to_reach(summary["sdpo"]["success_times_s"], target, n_runs)
+    return {
+        "best_of_k_discovery_at_budget": target,
+        "sdpo_attempts_to_match": needed,
+        "attempts_ratio_vs_best_of_k": round(budget / needed, 3) if needed else None,
+        "wall_ratio_vs_best_of_k": round(bok_time / sdpo_time, 3)
+        if bok_time and sdpo_time
+        else None,
+    }
+
+
+def _time_to_reach(success_times: list[float], target: float, runs: int) -> float | None:
+    """Seconds by which a `target` fraction of runs had succeeded (each timed from its start)."""
+    needed = math.ceil(target * runs - 1e-9)
+    return success_times[needed - 1] if 0 < needed <= len(success_times) else None
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "discovery.json").write_text(json.dumps(report, indent=1))
+    plot_discovery(report, out / "discovery.png")
+
+
+def plot_discovery(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in {**report["strategies"], **report["controls"]}.items():
+        ks = [int(k) for k in s["discovery"]]
+        ax.plot(
+            ks, list(s["discovery"].values()), label=name, linestyle="--" if "[" in name else "-"
+        )
+        lo, hi = s["discovery_ci90"]["lo"].values(), s["discovery_ci90"]["hi"].values()
+        ax.fill_between(ks, list(lo), list(hi), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("attempts k")
+    ax.set_ylabel("discovery@k (fraction solved)")
+    cfg = report["config"]
+    ax.set_title(f"{cfg['problems']} hard problems x {cfg['seeds']} seeds (90% bootstrap bands)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,56 @@
+"""Discovery statistics: discovery@k, bootstrap intervals and the attempts ratio.
+
+A run is one (problem, seed) pair; its datum is the index of its first passing attempt
+(1-based), or None when the budget ran out. Intervals resample problems, then seeds within
+each problem (a two-level bootstrap), since seeds of one problem are not independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FirstSuccess = int | None
+
+
+def discovery_curve(first: Sequence[FirstSuccess], budget: int) -> np.ndarray:
+    """(budget,) array: entry k-1 is the fraction of runs solved within k attempts."""
+    hits = np.zeros(budget + 1)
+    for index in first:
+        if index is not None and index <= budget:
+            hits[index] += 1
+    return np.cumsum(hits)[1:] / max(len(first), 1)
+
+
+def bootstrap_band(
+    runs: dict[str, list[FirstSuccess]],
+    budget: int,
+    *,
+    level: float = 0.90,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise `level` interval of the discovery curve; `runs` maps problem -> seeds' data."""
+    rng = np.random.default_rng(seed)
+    problems = list(runs)
+    curves = np.empty((n_boot, budget))
+    for b in range(n_boot):
+        picked = rng.choice(len(problems), size=len(problems), replace=True)
+        sample: list[FirstSuccess] = []
+        for p in picked:
+            seeds = runs[problems[p]]
+            sample += [seeds[i] for i in rng.choice(len(seeds), size=len(seeds), replace=True)]
+        curves[b] = discovery_curve(sample, budget)
+    tail = (1 - level) / 2
+    return np.quantile(curves, tail, axis=0), np.quantile(curves, 1 - tail, axis=0)
+
+
+def attempts_to_reach(curve: np.ndarray, target: float) -> int | None:
+    """Fewest attempts k with discovery@k >= target (None if never reached)."""
+    reached = np.nonzero(curve >= target - 1e-12)[0]
+    return int(reached[0]) + 1 if len(reached) else None
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
