@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -302,10 +303,31 @@ def _outcome(returncode: int, captures, wall_s: float, timed_out: bool) -> Proce
     )
 
 
-def _weak_scratch_dir() -> str:
-    import tempfile
+DIR_PREFIX = (
+    "sdpo-sbx-"  # + the owning process id: lets a later process sweep what a killed one left
+)
 
-    path = tempfile.mkdtemp(prefix="sdpo-weak-")
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_dirs() -> None:
+    """Remove attempt folders of processes that died without cleaning up (e.g. SIGKILL)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*"):
+        owner = path.name[len(DIR_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _weak_scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-weak-")
     os.chmod(path, 0o777)  # the test may run as nobody
     return path
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import tempfile
 import time
@@ -18,7 +19,15 @@ from pathlib import Path
 from .compare import tokens_match, values_match
 from .extract import NO_CODE_FEEDBACK, extract_code
 from .feedback import build_feedback
-from .isolation import HarnessRun, Isolator, ProcessOutcome, TestLimits, write_files
+from .isolation import (
+    DIR_PREFIX,
+    HarnessRun,
+    Isolator,
+    ProcessOutcome,
+    TestLimits,
+    sweep_stale_dirs,
+    write_files,
+)
 from .result import VERDICT_PRIORITY, Judgement, TestResult, Verdict
 from .settings import SandboxSettings, get_settings
 from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec
@@ -36,6 +45,7 @@ class Sandbox:
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.settings = settings or get_settings()
         self._isolator = Isolator(self.settings)  # refuses here, before any code runs
+        sweep_stale_dirs()
         self.mode = self._isolator.mode
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
@@ -62,7 +72,7 @@ class Sandbox:
     async def judge(self, spec: Spec, code: str) -> Judgement:
         """Judge program text as is (no extraction)."""
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="sdpo-sbx-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{DIR_PREFIX}{os.getpid()}-") as tmp:
             files = {"solution.py": code}
             if isinstance(spec, CheckerSpec):
                 files["checker.py"] = spec.code

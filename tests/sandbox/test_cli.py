@@ -5,9 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
+from sandbox import Sandbox
+from sandbox.isolation import DIR_PREFIX
 from tests.sandbox.test_hostile import processes_with
 
 SPEC = {"type": "io_tests", "tests": [{"input": "2\n", "output": "4"}]}
@@ -83,3 +87,7 @@ def test_sandbox_dies_with_a_killed_judge(tmp_path):
     while processes_with(marker) and time.time() < deadline:
         time.sleep(0.05)
     assert processes_with(marker) == []
+    leftovers = list(Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}{judge.pid}-*"))
+    assert leftovers, "a SIGKILLed judge cannot clean up after itself"
+    Sandbox()  # the next sandbox sweeps what dead processes left behind
+    assert not any(p.exists() for p in leftovers)
