@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # looser range would download a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: serve test lint bench bench-sandbox sandbox-deps clean
+.PHONY: serve test lint bench bench-sandbox bench-gateway sandbox-deps clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,13 @@ test: $(VENV)/.installed sandbox-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: bench-sandbox
+bench: bench-sandbox bench-gateway
 
 bench-sandbox: $(VENV)/.installed sandbox-deps
 	$(PY) bench/sandbox_overhead.py
+
+bench-gateway: $(VENV)/.installed
+	$(PY) bench/gateway_latency.py
 
 clean:
 	rm -rf $(VENV) bench/results .pytest_cache

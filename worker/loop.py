@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .records import Attempt, StepRecord
-from .strategies import Strategy
+from .strategies import StepInterrupted, Strategy
 
 Outcome = Literal["solved", "exhausted", "cancelled"]
 
@@ -47,7 +47,10 @@ async def run_session(
             return SessionResult("exhausted", strategy.attempts_used, None, strategy.step_index)
         if should_stop is not None and await should_stop():
             return SessionResult("cancelled", strategy.attempts_used, None, strategy.step_index)
-        record = await strategy.step(remaining)
+        try:
+            record = await strategy.step(remaining, should_stop)
+        except StepInterrupted:
+            return SessionResult("cancelled", strategy.attempts_used, None, strategy.step_index)
         if on_step is not None:
             await on_step(record)
         if (success := record.first_success) is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sdpo.params import StrategyName, parse_params
 
-from .base import Problem, Runtime, Strategy, VerifierFailed
+from .base import Problem, Runtime, StepInterrupted, Strategy, VerifierFailed
 from .best_of_k import BestOfK
 from .multi_turn import MultiTurn
 from .sdpo import SDPO
@@ -19,4 +19,12 @@ def make_strategy(
     return STRATEGIES[name](problem, parse_params(name, params), runtime, seed=seed)
 
 
-__all__ = ["STRATEGIES", "Problem", "Runtime", "Strategy", "VerifierFailed", "make_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "Problem",
+    "Runtime",
+    "StepInterrupted",
+    "Strategy",
+    "VerifierFailed",
+    "make_strategy",
+]

@@ -7,6 +7,7 @@ the adapter they sample with, and what they learn from a failed batch (`_learn`)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +22,13 @@ from ..generation import SamplingConfig
 from ..judging import Judge
 from ..records import Attempt, StepRecord
 from ..timing import timed
+
+StopCheck = Callable[[], Awaitable[bool]]
+
+
+class StepInterrupted(Exception):
+    """A stop was requested after sampling and before judging: the batch is dropped, uncounted
+    by the caller (a resumed session samples it again from its checkpointed RNG state)."""
 
 
 class VerifierFailed(RuntimeError):
@@ -60,15 +68,21 @@ class Strategy:
         self.attempts_used = 0
         self.problem_ids = self.loaded.chat_ids(problem.prompt)
 
-    async def step(self, max_attempts: int) -> StepRecord:
-        """Sample a batch, judge it, and learn from it unless an attempt passed."""
+    async def step(self, max_attempts: int, should_stop: StopCheck | None = None) -> StepRecord:
+        """Sample a batch, judge it, and learn from it unless an attempt passed.
+
+        `should_stop` is asked between phases: before judging (raises StepInterrupted) and
+        before the update (the judged batch is kept, the update skipped)."""
         record = StepRecord(step=self.step_index, attempts=[])
         n = min(self.params.num_generations, max_attempts)
         with timed(record.phase_s, "generate"):
             record.attempts = await asyncio.to_thread(self._attempt, n)
+        if should_stop is not None and await should_stop():
+            self.attempts_used -= n  # never judged, so never counted
+            raise StepInterrupted
         with timed(record.phase_s, "judge"):
             await self._execute(record.attempts)
-        if record.first_success is None:
+        if record.first_success is None and not (should_stop is not None and await should_stop()):
             await self._learn(record)
         self.step_index += 1
         return record

@@ -1,0 +1,175 @@
+"""Settings of the gateway, the workers and the embedded Redis: environment variables `SDPO_*`.
+
+One class for all three, so that `sdpo serve` hands the same values to every process it starts.
+API keys are hashed as they are read: only their SHA-256 digests live in memory, and a caller's
+tenant is named after its key's digest. Without keys the gateway serves loopback only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DIGEST_PREFIX = "sha256:"
+LOCAL_TENANT = "local"  # every caller's tenant when no keys are configured
+
+
+def hash_api_key(key: str) -> str:
+    """The stored form of an API key."""
+    return DIGEST_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator may set. Field descriptions double as `--help` text."""
+
+    model_config = SettingsConfigDict(env_prefix="SDPO_", extra="ignore")
+
+    # -- gateway ------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the gateway binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the gateway.")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="API keys, comma-separated, each plain or as sha256:<hex digest>. Only the "
+        "digests are kept. Empty: no authentication, and the gateway binds to loopback only.",
+    )
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("default",), description="Model names the gateway accepts (workers serve one each)."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body; larger ones get 413."
+    )
+    max_queue: int = Field(
+        1000, ge=1, description="Jobs waiting or running per model; beyond that, POST gets 429."
+    )
+    quota_active_sessions: int = Field(
+        50, ge=1, description="Queued + running sessions per API key; beyond that, POST gets 429."
+    )
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 429 or 503.")
+
+    # -- store --------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None, description="External Redis (redis://host:port/db). Empty: start an embedded one."
+    )
+    data_dir: Path = Field(
+        Path(".sdpo"), description="Embedded Redis data (AOF) and session checkpoints."
+    )
+    redis_fsync: Literal["always", "everysec"] = Field(
+        "always",
+        description="Embedded Redis AOF fsync: 'always' loses no acknowledged step on a crash.",
+    )
+    session_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long a finished session stays readable."
+    )
+    idempotency_ttl_s: int = Field(
+        24 * 3600, ge=60, description="How long an Idempotency-Key maps to its sessions."
+    )
+    events_maxlen: int = Field(
+        2000, ge=10, description="Events kept per session (older ones are trimmed)."
+    )
+
+    # -- worker -------------------------------------------------------------------------------
+    model_path: Path | None = Field(
+        None, description="Hugging Face model folder of the worker. Empty: the bundled model."
+    )
+    model_name: str = Field("default", description="The model name this worker serves.")
+    engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine of the worker.")
+    device: str | None = Field(None, description="Torch device. Empty: cuda if present, else cpu.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads per worker. Empty: torch's default."
+    )
+    checkpoint_dir: Path | None = Field(
+        None,
+        description="Session checkpoints, shared by all workers. Empty: <data_dir>/checkpoints.",
+    )
+    worker_name: str | None = Field(
+        None, description="Consumer name in the job group. Empty: <hostname>-<pid>."
+    )
+    heartbeat_s: float = Field(2.0, gt=0, le=60, description="Worker heartbeat period.")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, description="A job silent this long belongs to a dead worker: reclaim it."
+    )
+    block_ms: int = Field(2000, ge=10, le=60_000, description="Worker wait for a new job.")
+    max_claims: int = Field(
+        5, ge=1, description="A session whose worker died this many times fails instead."
+    )
+    shutdown_grace_s: float = Field(
+        60.0, gt=0, description="`sdpo serve`: how long workers may finish their step."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _hash_keys(cls, value: object) -> tuple[str, ...]:
+        keys = _split_commas(value) or []
+        if not isinstance(keys, (list, tuple)):
+            raise ValueError("must be a comma-separated list of keys")
+        digests = []
+        for key in keys:
+            if str(key).startswith(DIGEST_PREFIX):
+                digest = str(key)
+                if len(digest) != len(DIGEST_PREFIX) + 64:
+                    raise ValueError("a sha256: entry must hold 64 hex digits")
+            elif len(str(key)) < 16:
+                raise ValueError("an API key must be at least 16 characters long")
+            else:
+                digest = hash_api_key(str(key))
+            digests.append(digest)
+        return tuple(dict.fromkeys(digests))
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _refuse_open_bind(self) -> Settings:
+        if not self.api_keys and not is_loopback(self.host):
+            raise ValueError(
+                f"host: refusing to bind to {self.host} without API keys; set SDPO_API_KEYS "
+                "or bind to 127.0.0.1"
+            )
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    def tenant_for(self, key: str) -> str | None:
+        """The tenant of a presented key, or None. Digests are compared, never plain keys."""
+        digest = hash_api_key(key)
+        return "key-" + digest[len(DIGEST_PREFIX) :][:16] if digest in self.api_keys else None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir or self.data_dir / "checkpoints"
+
+    @property
+    def consumer_name(self) -> str:
+        return self.worker_name or f"{os.uname().nodename}-{os.getpid()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment (tests call cache_clear)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Thin route modules: parse, call the store, shape the answer."""

@@ -1,0 +1,24 @@
+"""The gateway, the client and the CLI import without torch or the worker (DESIGN.md §2)."""
+
+import subprocess
+import sys
+
+from .conftest import REPO
+
+PROBE = """
+import sys
+import sdpo.cli, sdpo.client, sdpo.embedded, sdpo.schemas, sdpo.store
+from sdpo.settings import Settings
+from service.app import create_app
+create_app(Settings(redis_url="redis://unused")).openapi()
+heavy = {"torch", "transformers", "peft", "worker", "safetensors"}
+print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+"""
+
+
+def test_the_gateway_imports_neither_torch_nor_the_worker():
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,65 @@
+"""The bundled checkpoint: standard transformers files, small, consistent with the code."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from worker.testbed.diagnostics import answer_passes
+from worker.testbed.tasks import heldout_task, parse_code, prompt
+from worker.testbed.tokenizer import chat_prompt, vocabulary
+from worker.testbed.train import BUNDLED_MODEL_DIR
+
+FILES = (
+    "config.json",
+    "model.safetensors",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "README.md",
+)
+MAX_BYTES = 25 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def model():
+    return AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(BUNDLED_MODEL_DIR)
+
+
+def test_files_are_present_and_small():
+    for name in FILES:
+        assert (BUNDLED_MODEL_DIR / name).is_file(), name
+    total = sum(p.stat().st_size for p in BUNDLED_MODEL_DIR.iterdir())
+    assert total < MAX_BYTES
+
+
+def test_loads_as_a_standard_llama(model):
+    assert isinstance(model, LlamaForCausalLM)
+    assert model.dtype == torch.float32
+    config = json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["vocab_size"] == len(vocabulary())
+
+
+def test_tokenizer_matches_the_code(tokenizer, model):
+    assert tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) == vocabulary()
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+@torch.no_grad()
+def test_greedy_answer_is_a_canonical_program(model, tokenizer):
+    task = heldout_task(0)
+    ids = tokenizer(chat_prompt(prompt(task)), return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, do_sample=False, max_new_tokens=96)
+    answer = tokenizer.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
+    assert answer.startswith("```python\n")
+    assert parse_code(answer.removeprefix("```python\n").removesuffix("```")) is not None
+    assert isinstance(answer_passes(task, answer), bool)

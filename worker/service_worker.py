@@ -1,0 +1,360 @@
+"""`sdpo worker`: join the job group and run sessions one at a time, step by step.
+
+One job:  claim (a lease on the session) → build the strategy → restore the checkpoint of the
+last committed step → run_session, where each step is checkpointed and then committed in one
+transaction → finish (shielded from cancellation) → acknowledge the job.
+
+Why a resumed session neither loses nor double-counts an attempt: the store's step script
+accepts step k only from the lease holder and only when k steps are committed, so attempts
+enter the store exactly once, in order, within max_attempts. The checkpoint written before the
+commit is named after the number of committed steps it continues from; a worker that dies
+between the two leaves a file nobody loads, and the next one resumes from the last *committed*
+step, sampling exactly what the dead worker sampled after it.
+
+Budgets and cancellation are checked between steps (worker.loop) and between the phases of a
+step: before judging (the unjudged batch is dropped, never counted) and before the update (the
+judged batch commits, the update is skipped).
+
+The runner knows nothing of any one strategy: it uses the Strategy interface only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sandbox import extract_code, parse_spec
+from sdpo.schemas import AttemptPublic, Solution, StepPublic, TestPublic
+from sdpo.settings import Settings
+from sdpo.store import Claim, CommitResult, Job, JobQueue, StepCommit, Store, StoreConfig
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .loop import Budget, run_session
+from .records import Attempt, StepRecord
+from .strategies import Problem, Runtime, Strategy, VerifierFailed, make_strategy
+
+log = logging.getLogger("sdpo.worker")
+
+REDIS_RETRIES = 8  # with backoff capped at 2 s: rides out a Redis restart of ~10 s
+
+
+class LeaseLost(Exception):
+    """Another worker holds the session now (ours was presumed dead): stop, acknowledge nothing."""
+
+
+def connect(url: str) -> Redis:
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES)
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=2.0,
+        health_check_interval=10,
+    )
+
+
+@dataclass
+class WorkerContext:
+    """What one worker process shares between its sessions."""
+
+    settings: Settings
+    runtime: Runtime
+    store: Store
+    queue: JobQueue
+    stopping: asyncio.Event
+    current: Job | None = None
+    lease_lost: bool = False
+
+    @property
+    def consumer(self) -> str:
+        return self.settings.consumer_name
+
+
+# -- conversions to the stored records ---------------------------------------------------------
+def attempt_public(attempt: Attempt) -> AttemptPublic:
+    judgement = attempt.judgement
+    code, fenced = extract_code(attempt.text)
+    return AttemptPublic(
+        index=attempt.index,
+        step=attempt.step,
+        text=attempt.text,
+        code=code if fenced else None,
+        passed=attempt.passed,
+        verdict=judgement.verdict if judgement else "not_judged",
+        feedback=judgement.feedback if judgement else "",
+        tests=[
+            TestPublic(index=t.index, verdict=t.verdict, time_s=t.time_s)
+            for t in (judgement.tests if judgement else [])
+        ],
+        tokens=len(attempt.token_ids),
+    )
+
+
+def step_public(record: StepRecord, attempts_before: int, elapsed_s: float) -> StepPublic:
+    return StepPublic(
+        step=record.step,
+        attempts=len(record.attempts),
+        attempts_used=attempts_before + len(record.attempts),
+        pass_count=record.pass_count,
+        phase_s=record.phase_s,
+        metrics=record.metrics,
+        elapsed_s=elapsed_s,
+    )
+
+
+# -- stopping between steps and phases ---------------------------------------------------------
+@dataclass
+class StopCheck:
+    """Why the session should stop now, if it should."""
+
+    ctx: WorkerContext
+    session_id: str
+    started_at: float
+    max_wall_s: float | None
+
+    async def reason(self) -> str | None:
+        if self.ctx.lease_lost:
+            return "lease_lost"
+        if self.ctx.stopping.is_set():
+            return "shutdown"
+        if await self.ctx.store.cancel_requested(self.session_id):
+            return "cancelled"
+        if self.max_wall_s is not None and time.time() - self.started_at >= self.max_wall_s:
+            return "budget"
+        return None
+
+    async def should_stop(self) -> bool:
+        return await self.reason() is not None
+
+
+# -- one session -------------------------------------------------------------------------------
+@dataclass
+class SessionRun:
+    ctx: WorkerContext
+    job: Job
+    claim: Claim
+    committed_attempts: int = 0
+    strategy: Strategy | None = field(default=None, repr=False)
+
+    @property
+    def sid(self) -> str:
+        return self.claim.state.id
+
+    @property
+    def lease(self) -> str:
+        return self.claim.state.lease or ""
+
+    @property
+    def folder(self) -> Path:
+        return self.ctx.settings.checkpoints / self.sid
+
+    def checkpoint(self, steps_committed: int) -> Path:
+        return self.folder / f"after-{steps_committed}.pt"
+
+    async def run(self) -> None:
+        state = self.claim.state
+        try:
+            self.strategy = self._build()
+        except (ValidationError, ValueError) as exc:  # e.g. params this worker does not accept
+            await asyncio.shield(self._settle("failed", f"invalid session: {exc}"))
+            return
+        stop = StopCheck(self.ctx, self.sid, state.started_at, state.budget.max_wall_s)
+        outcome, error = "failed", ""
+        try:
+            await self._restore()
+            budget = Budget(state.budget.max_attempts, state.budget.max_wall_s)
+            result = await run_session(
+                self.strategy,
+                budget,
+                on_step=self._commit,
+                should_stop=stop.should_stop,
+                started_at=state.started_at,
+            )
+            outcome = result.outcome
+        except VerifierFailed as exc:
+            error = f"the verifier failed: {exc}"
+        except (LeaseLost, RedisError):
+            raise
+        except Exception as exc:  # a failed session is data: store why, keep the worker alive
+            log.exception("session %s failed", self.sid)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.strategy.close()
+        if outcome == "cancelled":  # stopped: by whom?
+            outcome = await self._stopped_outcome(stop)
+        await asyncio.shield(self._settle(outcome, error))
+
+    async def _stopped_outcome(self, stop: StopCheck) -> str:
+        reason = await stop.reason()
+        if reason == "lease_lost":
+            raise LeaseLost(self.sid)
+        return {"shutdown": "shutdown", "budget": "exhausted"}.get(reason or "", "cancelled")
+
+    def _build(self) -> Strategy:
+        state = self.claim.state
+        problem = Problem(state.prompt, parse_spec(state.verifier))
+        return make_strategy(
+            state.strategy, problem, state.params, self.ctx.runtime, seed=state.seed
+        )
+
+    async def _restore(self) -> None:
+        """Continue from the checkpoint of the last committed step."""
+        state, strategy = self.claim.state, self.strategy
+        self.committed_attempts = state.attempts_used
+        if state.steps == 0:
+            await asyncio.to_thread(shutil.rmtree, self.folder, True)
+            return
+        saved = await asyncio.to_thread(load_checkpoint, self.checkpoint(state.steps))
+        if saved is not None:
+            strategy.load_state_dict(saved)
+        else:  # no shared checkpoint folder: keep the counts exact, start the adapter afresh
+            log.warning("session %s: no checkpoint after step %d", self.sid, state.steps)
+            strategy.step_index, strategy.attempts_used = state.steps, state.attempts_used
+            strategy.generator.manual_seed(state.seed * 1_000_003 + state.steps)
+        if strategy.attempts_used != state.attempts_used:
+            raise RuntimeError(
+                f"checkpoint has {strategy.attempts_used} attempts, store {state.attempts_used}"
+            )
+
+    async def _commit(self, record: StepRecord) -> None:
+        """Checkpoint the state after this step, then commit the step's records atomically."""
+        elapsed_s = time.time() - self.claim.state.started_at
+        step = step_public(record, self.committed_attempts, elapsed_s)
+        attempts = [attempt_public(a) for a in record.attempts]
+        expected = list(range(self.committed_attempts + 1, step.attempts_used + 1))
+        if [a.index for a in attempts] != expected:
+            raise RuntimeError(f"step {record.step}: attempt indices {expected} expected")
+        state = self.strategy.state_dict()
+        await asyncio.to_thread(save_checkpoint, self.checkpoint(record.step + 1), state)
+        solution = next(
+            (Solution(attempt=a.index, text=a.text, code=a.code) for a in attempts if a.passed),
+            None,
+        )
+        commit = StepCommit(self.sid, self.lease, step, attempts, solution)
+        result = await self.ctx.store.commit_step(commit)
+        if result not in (CommitResult.COMMITTED, CommitResult.DUPLICATE):
+            raise LeaseLost(f"{self.sid}: step {record.step} {result.value}")
+        self.committed_attempts = step.attempts_used
+        with contextlib.suppress(FileNotFoundError):
+            self.checkpoint(record.step).unlink()
+
+    async def _settle(self, outcome: str, error: str) -> None:
+        """The job's final bookkeeping."""
+        store, queue = self.ctx.store, self.ctx.queue
+        self.ctx.current = None
+        if outcome == "shutdown":  # hand the session to the next worker, checkpoint kept
+            if await store.release(self.sid, self.lease):
+                await queue.enqueue(self.sid)
+            await queue.done(self.job)
+            log.info("session %s released at shutdown", self.sid)
+            return
+        if await store.finish(self.sid, self.lease, outcome, error):
+            log.info("session %s %s %s", self.sid, outcome, error)
+        await queue.done(self.job)
+        await asyncio.to_thread(shutil.rmtree, self.folder, True)
+
+
+async def run_job(ctx: WorkerContext, job: Job) -> None:
+    """Claim and run one job; jobs of sessions that ended or vanished are dropped."""
+    claim = await ctx.store.claim(job.session_id, job.id, ctx.consumer)
+    if not isinstance(claim, Claim):
+        log.info("job %s: session %s is %s, dropped", job.id, job.session_id, claim)
+        await ctx.queue.done(job)
+        return
+    ctx.current, ctx.lease_lost = job, False
+    if claim.state.claims > ctx.settings.max_claims:
+        ctx.current = None
+        error = f"workers died {claim.state.claims - 1} times running this session"
+        await ctx.store.finish(job.session_id, claim.state.lease or "", "failed", error)
+        await ctx.queue.done(job)
+        return
+    log.info("session %s %s", job.session_id, "resumed" if claim.resumed else "started")
+    try:
+        await SessionRun(ctx, job, claim).run()
+    except LeaseLost as lost:
+        log.warning("lease lost, session left to its new worker: %s", lost)
+    finally:
+        ctx.current = None
+
+
+async def heartbeat(ctx: WorkerContext) -> None:
+    """Say we are alive, and keep our job from being reclaimed while we work on it."""
+    while True:
+        try:
+            await ctx.store.heartbeat(ctx.consumer)
+            job = ctx.current
+            if job is not None and not await ctx.queue.touch(ctx.consumer, job):
+                if ctx.current is job:  # not merely finished in the meantime
+                    ctx.lease_lost = True
+        except RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+        await asyncio.sleep(ctx.settings.heartbeat_s)
+
+
+async def next_job(ctx: WorkerContext) -> Job | None:
+    settings = ctx.settings
+    job = await ctx.queue.reclaim(ctx.consumer, settings.claim_idle_ms)
+    return job or await ctx.queue.read(ctx.consumer, settings.block_ms)
+
+
+async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Event) -> None:
+    """Run jobs until `stopping` is set; a session in progress is handed back at a phase end."""
+    redis = connect(settings.redis_url)
+    store = Store(redis, StoreConfig.from_settings(settings))
+    ctx = WorkerContext(settings, runtime, store, JobQueue(redis, settings.model_name), stopping)
+    await ctx.queue.ensure_group()
+    beat = asyncio.create_task(heartbeat(ctx))
+    log.info("worker %s serving model %r", ctx.consumer, settings.model_name)
+    try:
+        while not stopping.is_set():
+            try:
+                if (job := await next_job(ctx)) is not None:
+                    await run_job(ctx, job)
+            except RedisError as exc:  # Redis restarting: our job stays pending, retry
+                log.warning("redis unavailable (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 1.0)
+    finally:
+        beat.cancel()
+        with contextlib.suppress(RedisError, asyncio.CancelledError):
+            await beat
+            await store.forget_worker(ctx.consumer)
+            await ctx.queue.leave(ctx.consumer)
+        await redis.aclose()
+
+
+def run_worker(settings: Settings) -> None:
+    """The `sdpo worker` process: build the runtime once, serve jobs until SIGINT/SIGTERM."""
+    import torch
+
+    from .runtime import build_runtime
+
+    if settings.redis_url is None:
+        raise ValueError("redis_url: a worker needs a Redis URL (SDPO_REDIS_URL)")
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    runtime = build_runtime(settings.engine, settings.model_path, settings.device)
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await serve_jobs(settings, runtime, stopping)
+
+    asyncio.run(main())
