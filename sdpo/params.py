@@ -70,7 +70,7 @@ class SDPOParams(SamplingParams):
         0.01, ge=0.0, le=1.0, description="EMA rate of the teacher adapter per optimizer step."
     )
     learning_rate: float = Field(
-        1e-4, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights."
+        1e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights."
     )
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip per optimizer step.")
@@ -84,8 +84,9 @@ class SDPOParams(SamplingParams):
     )
     teacher_context: Literal["feedback", "reference"] = Field(
         "feedback",
-        description="Diagnostic control: 'reference' shows the teacher the problem's reference "
-        "solution instead of feedback, to check the distillation machinery.",
+        description="Diagnostic control: 'reference' shows the teacher a prompt that gives the "
+        "answer away (the problem's reference_prompt) instead of feedback, to check the "
+        "distillation machinery.",
     )
 
 

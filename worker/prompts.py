@@ -12,22 +12,12 @@ FEEDBACK_TEMPLATE = (
     "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}\n\n"
 )
 REPROMPT_TEMPLATE = "{prompt}{feedback}\n\nCorrectly solve the original question."
-# Diagnostic control only: the teacher sees a correct solution instead of feedback.
-SOLUTION_TEMPLATE = "\nThe following is a correct solution:\n\n{solution}\n\n"
 
 
 def teacher_prompt(prompt: str, feedback_raw: str) -> str:
     """The self-teacher's user message: the problem plus feedback on one failed attempt."""
     feedback = FEEDBACK_TEMPLATE.format(feedback_raw=feedback_raw)
     return REPROMPT_TEMPLATE.format(prompt=prompt, feedback=feedback)
-
-
-def reference_teacher_prompt(prompt: str, solution: str) -> str:
-    """The control teacher: the problem plus a correct solution (checks the distillation
-    machinery; never part of real results)."""
-    return REPROMPT_TEMPLATE.format(
-        prompt=prompt, feedback=SOLUTION_TEMPLATE.format(solution=solution)
-    )
 
 
 def multi_turn_prompt(prompt: str, feedbacks: Sequence[str]) -> str:

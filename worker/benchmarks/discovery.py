@@ -23,7 +23,7 @@ from ..records import StepRecord
 from ..runtime import EngineName, build_runtime
 from ..strategies import Problem, Runtime, make_strategy
 from ..testbed.hardset import load_hard_set
-from ..testbed.tasks import heldout_task, prompt, reference_code, verifier_spec
+from ..testbed.tasks import full_spec_prompt, heldout_task, prompt, verifier_spec
 from . import stats
 
 CONTROL_NAME = "sdpo[reference-teacher]"
@@ -64,7 +64,7 @@ def pick_problems(count: int, problem_seed: int) -> list[int]:
 
 async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: DiscoveryConfig):
     task = heldout_task(index)
-    problem = Problem(prompt(task), parse_spec(verifier_spec(task)), reference_code(task))
+    problem = Problem(prompt(task), parse_spec(verifier_spec(task)), full_spec_prompt(task))
     strategy_name, params = name, dict(config.params.get(name, {}))
     if name == CONTROL_NAME:
         strategy_name = "sdpo"

@@ -39,7 +39,9 @@ class VerifierFailed(RuntimeError):
 class Problem:
     prompt: str
     verifier: Spec
-    reference_solution: str | None = None  # only for the reference-teacher control
+    # Diagnostic control only: a user message that gives the answer away (the full spec, or
+    # the problem plus a reference solution), shown to the reference teacher.
+    reference_prompt: str | None = None
 
 
 @dataclass

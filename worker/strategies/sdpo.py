@@ -13,7 +13,7 @@ from typing import Any
 from sdpo.params import SDPOParams
 
 from ..adapter import SessionAdapter
-from ..prompts import reference_teacher_prompt, teacher_prompt
+from ..prompts import teacher_prompt
 from ..records import Attempt, StepRecord
 from ..timing import timed
 from ..update import DistillBatch, distill, make_optimizer, teacher_logits
@@ -26,10 +26,8 @@ class SDPO(Strategy):
 
     def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
         super().__init__(*args, seed=seed, **kwargs)
-        if self.params.teacher_context == "reference" and not self.problem.reference_solution:
-            raise ValueError(
-                "teacher_context 'reference' needs a problem with a reference_solution"
-            )
+        if self.params.teacher_context == "reference" and not self.problem.reference_prompt:
+            raise ValueError("teacher_context 'reference' needs a problem with a reference_prompt")
         self.adapter = SessionAdapter(self.loaded.model, self.params, seed=seed)
         self.optimizer = make_optimizer(self.adapter, self.params)
 
@@ -60,7 +58,7 @@ class SDPO(Strategy):
 
     def _teacher_text(self, attempt: Attempt) -> str:
         if self.params.teacher_context == "reference":
-            return reference_teacher_prompt(self.problem.prompt, self.problem.reference_solution)
+            return self.problem.reference_prompt
         return teacher_prompt(self.problem.prompt, attempt.judgement.feedback)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The bundled CPU testbed: task family, tokenizer, training corpus and training script."""

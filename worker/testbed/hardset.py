@@ -1,7 +1,8 @@
 """The hard held-out set: chosen by a rule fixed in code, before any evaluation.
 
 Rule: scan held-out tasks in index order (never seen in training), keep those with two hidden
-constants, estimate each one's base pass rate from `samples` answers of the bundled model at
+constants whose blind-guess space has at least `min_search_space` combinations, estimate each
+one's base pass rate from `samples` answers of the bundled model at
 temperature 1 (judged by the real sandbox), and keep the task when the rate lies in
 [min_rate, max_rate]. The result is stored with the rule and the checkpoint's hash, so that a
 retrained model cannot silently reuse another model's hard set.
@@ -32,6 +33,7 @@ class HardSetRule:
     samples: int = 512
     min_rate: float = 0.003
     max_rate: float = 0.02
+    min_search_space: int = 36  # skip tasks a blind guesser solves more often than 1 in 36
     scan: int = 300  # held-out tasks looked at
     count: int = 40  # stop once this many are found
     batch: int = 64
@@ -66,7 +68,8 @@ async def select_hard_set(
     """Apply the rule; returns what `save_hard_set` stores."""
     chosen, scanned = [], []
     for index in range(rule.scan):
-        if len(heldout_task(index).hidden) != 2:
+        task = heldout_task(index)
+        if len(task.hidden) != 2 or task.search_space < rule.min_search_space:
             continue
         rate = await base_pass_rate(runtime, index, rule)
         scanned.append({"index": index, "base_pass_rate": rate})

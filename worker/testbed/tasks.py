@@ -169,6 +169,13 @@ def prompt(task: Task) -> str:
     return "\n".join([_HEADER, *steps, _FOOTER[len(task.hidden)]])
 
 
+def full_spec_prompt(task: Task) -> str:
+    """The problem with every constant shown: what the reference-teacher control sees. The
+    model learnt to copy visible constants, so this teacher knows the answer."""
+    steps = [f"{i + 1}. {op.text(False)}" for i, op in enumerate(task.ops)]
+    return "\n".join([_HEADER, *steps])
+
+
 def call_text(xs: Sequence[int]) -> str:
     """How the sandbox shows a function test's input: `f(<json args>)`."""
     return f"{ENTRY_POINT}({json.dumps(list(xs))})"

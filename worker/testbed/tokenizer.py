@@ -152,6 +152,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         model_max_length=MODEL_MAX_LENGTH,
         padding_side="left",  # decoder-only generation pads on the left
+        model_input_names=["input_ids", "attention_mask"],  # no token_type_ids: Llama rejects them
     )
 
 

@@ -1,0 +1,45 @@
+"""The strategies end to end on the bundled model, with the real sandbox (DESIGN.md §5)."""
+
+import asyncio
+
+import pytest
+
+from sandbox import parse_spec
+from worker.engine import HFEngine
+from worker.loop import Budget, run_session
+from worker.model import load_model
+from worker.strategies import Problem, Runtime, make_strategy
+from worker.testbed.tasks import full_spec_prompt, heldout_task, prompt, verifier_spec
+
+
+@pytest.fixture(scope="module")
+def bundled_runtime(sandbox):
+    return Runtime(HFEngine(load_model()), sandbox)
+
+
+def _problem(index):
+    task = heldout_task(index)
+    return Problem(prompt(task), parse_spec(verifier_spec(task)), full_spec_prompt(task))
+
+
+def _solve(strategy, budget):
+    try:
+        result = asyncio.run(run_session(strategy, Budget(budget)))
+    finally:
+        strategy.close()
+    return result
+
+
+def _easy_index():
+    """The first held-out task with one hidden constant of a small range."""
+    return next(i for i in range(1000) if heldout_task(i).search_space <= 5)
+
+
+@pytest.mark.parametrize("name", ["best_of_k", "multi_turn", "sdpo"])
+def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
+    strategy = make_strategy(name, _problem(_easy_index()), {}, bundled_runtime, seed=0)
+    result = _solve(strategy, budget=32)
+    assert result.outcome == "solved"
+    assert result.first_success.judgement.passed
+    assert 1 <= result.first_success.index <= result.attempts_used <= 32
+    assert "def f(xs):" in result.first_success.text
