@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # looser range would download a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: serve test lint bench bench-sandbox bench-gateway sandbox-deps clean
+.PHONY: serve test lint bench bench-sandbox bench-gateway bench-discovery sandbox-deps clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,18 @@ test: $(VENV)/.installed sandbox-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: bench-sandbox bench-gateway
+bench: bench-sandbox bench-gateway bench-discovery
 
 bench-sandbox: $(VENV)/.installed sandbox-deps
 	$(PY) bench/sandbox_overhead.py
 
 bench-gateway: $(VENV)/.installed
 	$(PY) bench/gateway_latency.py
+
+# The headline benchmark: every strategy on the same hard problems, seeds and budget.
+bench-discovery: $(VENV)/.installed sandbox-deps
+	$(VENV)/bin/sdpo bench discovery --budget 128 --problems 20 --seeds 10 \
+	  --control reference-teacher --out bench/results/discovery
 
 clean:
 	rm -rf $(VENV) bench/results .pytest_cache

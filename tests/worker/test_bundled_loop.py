@@ -43,3 +43,24 @@ def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
     assert result.first_success.judgement.passed
     assert 1 <= result.first_success.index <= result.attempts_used <= 32
     assert "def f(xs):" in result.first_success.text
+
+
+def test_discovery_bench_end_to_end(tmp_path):
+    from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
+
+    config = DiscoveryConfig(
+        out=tmp_path,
+        strategies=("sdpo", "best_of_k"),
+        budget=4,
+        problems=1,
+        seeds=1,
+        control="reference-teacher",
+        params={"sdpo": {"num_generations": 2}, "best_of_k": {"num_generations": 2}},
+    )
+    report = asyncio.run(run_discovery(config, progress=lambda line: None))
+    assert set(report["strategies"]) == {"sdpo", "best_of_k"}
+    assert set(report["controls"]) == {"sdpo[reference-teacher]"}
+    assert len(report["runs"]) == 3
+    assert set(report["strategies"]["sdpo"]["discovery"]) == {"1", "2", "3", "4"}
+    assert (tmp_path / "discovery.png").is_file()
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3

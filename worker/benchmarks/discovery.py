@@ -83,9 +83,8 @@ async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: Di
         strategy.close()
     wall = time.perf_counter() - started
     first = result.first_success.index if result.first_success else None
-    return Run(
-        name, index, seed, first, result.attempts_used, wall, wall if first else None, phases
-    )
+    wall_to_success = wall if first else None
+    return Run(name, index, seed, first, result.attempts_used, wall, wall_to_success, dict(phases))
 
 
 async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None] = print) -> dict:
@@ -93,17 +92,22 @@ async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None]
     names = list(config.strategies) + ([CONTROL_NAME] if config.control else [])
     problems = pick_problems(config.problems, config.problem_seed)
     runs: list[Run] = []
+    config.out.mkdir(parents=True, exist_ok=True)
+    log = (config.out / "runs.jsonl").open("w")  # every run as it ends: a crash keeps the data
     for index in problems:
         for s in range(config.seeds):
             seed = config.problem_seed * 1_000_003 + index * 1009 + s
             for name in names:
                 run = await run_one(runtime, name, index, seed, config)
                 runs.append(run)
+                log.write(json.dumps(asdict(run)) + "\n")
+                log.flush()
                 progress(
                     f"problem {index} seed {s} {name}: "
                     f"{'solved at ' + str(run.first_success) if run.first_success else 'unsolved'}"
                     f" ({run.wall_s:.1f} s)"
                 )
+    log.close()
     report = summarize(runs, config, problems)
     write_report(report, config.out)
     return report

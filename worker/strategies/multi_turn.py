@@ -26,10 +26,14 @@ class MultiTurn(Strategy):
         self.feedbacks: list[str] = []
 
     def _prompt_ids(self) -> list[int]:
+        limit = self.params.max_prompt_length
+        context = getattr(self.loaded.model.config, "max_position_embeddings", None)
+        if context:  # the answer must fit after the prompt
+            limit = min(limit, context - self.params.max_completion_length)
         kept = list(self.feedbacks)
         while True:
             ids = self.loaded.chat_ids(multi_turn_prompt(self.problem.prompt, kept))
-            if len(ids) <= self.params.max_prompt_length or not kept:
+            if len(ids) <= limit or not kept:
                 return ids
             kept.pop(0)
 

@@ -31,3 +31,32 @@ def test_time_to_reach_picks_the_needed_success():
     assert _time_to_reach([1.0, 2.0, 5.0], 0.5, runs=4) == 2.0
     assert _time_to_reach([1.0], 0.5, runs=4) is None
     assert _time_to_reach([1.0, 2.0], 0.0, runs=4) is None
+
+
+def test_report_from_runs_has_curves_ratios_and_a_plot(tmp_path):
+    from worker.benchmarks.discovery import DiscoveryConfig, Run, summarize, write_report
+
+    def run(strategy, problem, seed, first):
+        wall = 1.0 if first else 2.0
+        phases = {"generate": 0.5, "judge": 0.2}
+        return Run(strategy, problem, seed, first, first or 8, wall, first and wall, phases)
+
+    runs = [
+        run("best_of_k", 1, 0, 6),
+        run("best_of_k", 1, 1, None),
+        run("best_of_k", 2, 0, 8),
+        run("best_of_k", 2, 1, None),
+        run("sdpo", 1, 0, 2),
+        run("sdpo", 1, 1, None),
+        run("sdpo", 2, 0, 4),
+        run("sdpo", 2, 1, 1),
+    ]
+    config = DiscoveryConfig(out=tmp_path, budget=8, problems=2, seeds=2)
+    report = summarize(runs, config, [1, 2])
+    write_report(report, tmp_path)
+    assert report["best_of_k_discovery_at_budget"] == 0.5
+    assert report["sdpo_attempts_to_match"] == 2  # sdpo reaches 0.5 at k = 2
+    assert report["attempts_ratio_vs_best_of_k"] == 4.0
+    assert report["strategies"]["sdpo"]["discovery"]["4"] == 0.75
+    assert report["strategies"]["sdpo"]["mean_attempts_to_success"] == 7 / 3
+    assert (tmp_path / "discovery.json").is_file() and (tmp_path / "discovery.png").is_file()
