@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sandbox import Sandbox, SandboxSettings
 from worker.engine import HFEngine
 from worker.model import load_model
 from worker.strategies import Runtime
@@ -39,11 +38,6 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture
 def tiny(tiny_model_dir):
     return load_model(tiny_model_dir)
-
-
-@pytest.fixture(scope="session")
-def sandbox():
-    return Sandbox(SandboxSettings(max_parallel=2))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sandbox.extract import extract_code
+from worker.generation import SamplingConfig, sample
 from worker.prompts import teacher_prompt
 
 from .corpus import wrong_attempt
@@ -84,21 +85,13 @@ def teacher_lift(
 def sample_answers(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, n: int, seed: int
 ) -> list[str]:
-    """n answers to one user message, sampled at temperature 1 (no top-k, no top-p)."""
-    ids = torch.tensor([tokenizer.encode(chat_prompt(user), add_special_tokens=False)] * n)
-    torch.manual_seed(seed)
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=True,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=MAX_NEW_TOKENS,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+    """n answers to one user message, sampled at temperature 1 by the engine's own sampler."""
+    ids = tokenizer.encode(chat_prompt(user), add_special_tokens=False)
+    config = SamplingConfig(tokenizer.eos_token_id, max_new_tokens=MAX_NEW_TOKENS)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        samples = sample(model, ids, n, config, generator=generator)
+    return [tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples]
 
 
 def answer_passes(task: Task, answer: str) -> bool:

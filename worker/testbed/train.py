@@ -34,8 +34,6 @@ from .corpus import IGNORE_INDEX, Batch, CorpusConfig, batches
 from .diagnostics import EvalReport, evaluate
 from .tokenizer import build_tokenizer
 
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "bundled_model"
-
 
 @dataclass(frozen=True)
 class ModelShape:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from worker.model import BUNDLED_MODEL_DIR
 from worker.testbed.diagnostics import answer_passes
 from worker.testbed.tasks import heldout_task, parse_code, prompt
 from worker.testbed.tokenizer import chat_prompt, vocabulary
-from worker.testbed.train import BUNDLED_MODEL_DIR
 
 FILES = (
     "config.json",

@@ -3,14 +3,11 @@
 import asyncio
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from sandbox import FunctionTestsSpec, Sandbox, SandboxSettings, parse_spec
+from sandbox import FunctionTestsSpec, Sandbox, parse_spec
 from worker.testbed.tasks import (
     HELDOUT_SEED_BASE,
     MAX_LEN,
@@ -35,13 +32,6 @@ from worker.testbed.tasks import (
 
 SEEDS = range(300)
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    if not shutil.which("bwrap"):
-        pytest.fail("bubblewrap is required for the real sandbox (make test installs it)")
-    return Sandbox(SandboxSettings(max_parallel=2))
 
 
 def test_same_seed_same_task():
