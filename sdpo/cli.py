@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +58,9 @@ def bench_discovery(
         str | None, typer.Option(help='Per-strategy params as JSON: {"sdpo": {...}}.')
     ] = None,
     model: Annotated[Path | None, typer.Option(help="Model folder (default: bundled).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Processes (default: one per core on CPU, 1 on GPU).", min=1)
+    ] = None,
 ) -> None:
     """Discovery@k of every strategy on the same hard problems, seeds and budget."""
     from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
@@ -75,9 +80,23 @@ def bench_discovery(
         control=control,
         params=json.loads(params) if params else {},
         model=model,
+        jobs=jobs,
     )
-    report = asyncio.run(run_discovery(config))
+    with _engine_errors():
+        report = asyncio.run(run_discovery(config))
     _print_discovery(report)
+
+
+@contextmanager
+def _engine_errors() -> Iterator[None]:
+    """An engine that cannot run here (no vLLM, no CUDA, model too large) ends the command."""
+    from worker.engine import EngineUnavailable
+
+    try:
+        yield
+    except EngineUnavailable as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _print_discovery(report: dict) -> None:
@@ -185,6 +204,9 @@ def worker(
         Path | None, typer.Option(help="Model folder [SDPO_MODEL_PATH]; default: bundled.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="Torch device [SDPO_DEVICE].")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Generation engine, hf or vllm [SDPO_ENGINE; hf].")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Consumer name [SDPO_WORKER_NAME].")] = None,
 ) -> None:
     """Join the job group and run sessions one at a time; Ctrl-C hands the current one back."""
@@ -194,7 +216,12 @@ def worker(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _service_settings(
-        redis_url=redis_url, data_dir=data_dir, model_path=model, device=device, worker_name=name
+        redis_url=redis_url,
+        data_dir=data_dir,
+        model_path=model,
+        device=device,
+        engine=engine,
+        worker_name=name,
     )
     if settings.redis_url is None:
         found = discover_url(settings.data_dir / "redis")
@@ -204,7 +231,8 @@ def worker(
         settings = settings.model_copy(update={"redis_url": found})
     from worker.service_worker import run_worker
 
-    run_worker(settings)
+    with _engine_errors():
+        run_worker(settings)
 
 
 def _read_json(path: Path) -> dict:

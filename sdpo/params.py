@@ -70,12 +70,12 @@ class SDPOParams(SamplingParams):
         0.01, ge=0.0, le=1.0, description="EMA rate of the teacher adapter per optimizer step."
     )
     learning_rate: float = Field(
-        1e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights."
+        2e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights."
     )
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip per optimizer step.")
     num_iterations: int = Field(
-        2, ge=1, le=64, description="Optimizer steps on each batch of failed attempts."
+        1, ge=1, le=64, description="Optimizer steps on each batch of failed attempts."
     )
     lora_rank: int = Field(16, ge=1, le=512, description="Rank of the per-problem LoRA adapter.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling numerator.")

@@ -118,6 +118,39 @@ class Settings(BaseSettings):
         60.0, gt=0, description="`sdpo serve`: how long workers may finish their step."
     )
 
+    # -- vllm engine (SDPO_ENGINE=vllm) ---------------------------------------------------------
+    vllm_max_loras: int = Field(
+        4,
+        ge=1,
+        description="LoRA adapters one vLLM batch can mix: the sessions generating at once, "
+        "plus the all-zero adapter that base-model requests use.",
+    )
+    vllm_max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        16, description="Largest LoRA rank vLLM accepts; a session with a larger lora_rank fails."
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of GPU memory vLLM may take (its weights and KV cache). The rest holds "
+        "the torch copy of the model, the session adapters and training.",
+    )
+    vllm_cpu_kvcache_gib: int = Field(
+        1, ge=1, description="CPU builds of vLLM only: KV cache in GiB (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    vllm_max_model_len: int | None = Field(
+        None, ge=16, description="Longest prompt + completion vLLM serves. Empty: the model's."
+    )
+    vllm_enforce_eager: bool = Field(
+        False,
+        description="No torch.compile or CUDA graphs: starts in seconds, generates slower on GPU.",
+    )
+    vllm_adapter_dir: Path | None = Field(
+        None,
+        description="Where adapter versions are saved for vLLM to load (a fresh subfolder per "
+        "worker, deleted at exit). Empty: the system's temporary folder.",
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _hash_keys(cls, value: object) -> tuple[str, ...]:

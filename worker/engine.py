@@ -1,8 +1,10 @@
-"""Generation engines behind one interface: `hf` (transformers, CPU or GPU) here; `vllm` later.
+"""Generation engines behind one interface: `hf` (transformers, CPU or GPU) here, `vllm` in
+vllm_engine.py.
 
 An engine samples attempts from the base model or from a session's current adapter. After an
-update the strategy calls `sync_adapter` so that the next batch comes from the new weights:
-a no-op for `hf`, which generates from the live peft model itself.
+update the strategy calls `sync_adapter` so that the next batch comes from the new weights, and
+`release_adapter` when the session ends: both no-ops for `hf`, which generates from the live
+peft model itself.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import torch
 from .adapter import SessionAdapter
 from .generation import Sample, SamplingConfig, sample
 from .model import LoadedModel
+
+
+class EngineUnavailable(RuntimeError):
+    """The requested engine cannot run here (missing package or device, model too large)."""
 
 
 class Engine(Protocol):
@@ -31,6 +37,8 @@ class Engine(Protocol):
     ) -> list[Sample]: ...
 
     def sync_adapter(self, adapter: SessionAdapter) -> None: ...
+
+    def release_adapter(self, adapter: SessionAdapter) -> None: ...
 
 
 class HFEngine:
@@ -56,3 +64,6 @@ class HFEngine:
 
     def sync_adapter(self, adapter: SessionAdapter) -> None:
         """Nothing to do: generation reads the live adapter weights."""
+
+    def release_adapter(self, adapter: SessionAdapter) -> None:
+        """Nothing to do: the engine holds no copy of the adapter."""

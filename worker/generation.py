@@ -53,7 +53,8 @@ def sample(
     device = model.device
     prompt = torch.tensor([prompt_ids], device=device)  # (1, P)
     cache = DynamicCache()
-    out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
+    # only the last position's logits: multi-turn prompts run to hundreds of tokens
+    out = model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
     cache.batch_repeat_interleave(n)
     logits = out.logits[:, -1, :].float().expand(n, -1)  # (n, V)
     tokens = torch.empty((n, 0), dtype=torch.long, device=device)

@@ -31,7 +31,10 @@ class LoadedModel:
     def chat_ids(self, user_text: str) -> list[int]:
         """Token ids of a one-turn chat prompt, ready for the assistant's answer."""
         messages = [{"role": "user", "content": user_text}]
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        # return_dict=False: transformers 5 (which vllm needs) returns a BatchEncoding otherwise
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=False
+        )
         return list(ids)
 
     def decode(self, token_ids: list[int]) -> str:

@@ -12,12 +12,21 @@ FEEDBACK_TEMPLATE = (
     "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}\n\n"
 )
 REPROMPT_TEMPLATE = "{prompt}{feedback}\n\nCorrectly solve the original question."
+# The official template also shows a successful earlier attempt when one exists; here it serves
+# the reference-teacher control, which shows a correct solution instead of the feedback.
+SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}\n\n"
 
 
 def teacher_prompt(prompt: str, feedback_raw: str) -> str:
     """The self-teacher's user message: the problem plus feedback on one failed attempt."""
     feedback = FEEDBACK_TEMPLATE.format(feedback_raw=feedback_raw)
     return REPROMPT_TEMPLATE.format(prompt=prompt, feedback=feedback)
+
+
+def solution_prompt(prompt: str, solution: str) -> str:
+    """The reference teacher's user message: the problem plus a correct solution."""
+    shown = SOLUTION_TEMPLATE.format(successful_previous_attempt=solution)
+    return REPROMPT_TEMPLATE.format(prompt=prompt, feedback=shown)
 
 
 def multi_turn_prompt(prompt: str, feedbacks: Sequence[str]) -> str:

@@ -17,19 +17,24 @@ def attempt_logits(
     """Logits predicting each attempt token, and the mask of real tokens.
 
     Returns (logits (B, T, V), mask (B, T)) with T the longest attempt. Row i's logits at t are
-    the model's prediction of attempts[i][t] given contexts[i] + attempts[i][:t].
+    the model's prediction of attempts[i][t] given contexts[i] + attempts[i][:t]. The output
+    layer runs only over the positions that predict attempt tokens (`logits_to_keep`), not over
+    the contexts, which are most of every row.
     """
     rows = [c + a for c, a in zip(contexts, attempts, strict=True)]
     width = max(len(r) for r in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
-    logits = model(input_ids=ids.to(model.device)).logits  # (B, L, V)
+    starts = torch.tensor([len(c) - 1 for c in contexts])[:, None]  # (B, 1)
+    first = int(starts.min())
+    last = max(len(r) - 1 for r in rows)  # the last position that predicts a token
+    keep = torch.arange(first, last, device=model.device)
+    logits = model(input_ids=ids.to(model.device), logits_to_keep=keep).logits  # (B, K, V)
     longest = max(len(a) for a in attempts)
     offsets = torch.arange(longest)[None, :]  # (1, T)
-    starts = torch.tensor([len(c) - 1 for c in contexts])[:, None]  # (B, 1)
     lengths = torch.tensor([len(a) for a in attempts])[:, None]
     mask = offsets < lengths  # (B, T)
-    index = (starts + offsets).clamp(max=width - 1).to(logits.device)  # (B, T)
+    index = (starts - first + offsets).clamp(max=logits.shape[1] - 1).to(logits.device)  # (B, T)
     picked = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))  # (B, T, V)
     return picked, mask.to(logits.device)

@@ -348,7 +348,7 @@ def run_worker(settings: Settings) -> None:
         raise ValueError("redis_url: a worker needs a Redis URL (SDPO_REDIS_URL)")
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    runtime = build_runtime(settings.engine, settings.model_path, settings.device)
+    runtime = build_runtime(settings.engine, settings.model_path, settings.device, settings)
 
     async def main() -> None:
         stopping = asyncio.Event()

@@ -52,12 +52,14 @@ def teacher_logits(adapter: SessionAdapter, batch: DistillBatch, temperature: fl
     return logits / temperature
 
 
-def _sampled(batch: DistillBatch, shape: torch.Size) -> SampledTokens:
+def _sampled(batch: DistillBatch, like: torch.Tensor) -> SampledTokens:
+    """The sampled ids and their sampler log-probs, padded to `like`'s (B, T), on its device."""
+    shape = like.shape[:2]
     ids = torch.zeros(shape, dtype=torch.long)
     logprobs = torch.zeros(shape)
     for i, (a, lp) in enumerate(zip(batch.attempts, batch.sampler_logprobs, strict=True)):
         ids[i, : len(a)], logprobs[i, : len(lp)] = torch.tensor(a), torch.tensor(lp)
-    return SampledTokens(token_ids=ids, sampler_logprobs=logprobs)
+    return SampledTokens(token_ids=ids.to(like.device), sampler_logprobs=logprobs.to(like.device))
 
 
 def distill(
@@ -69,7 +71,7 @@ def distill(
 ) -> dict[str, float]:
     """`num_iterations` optimizer steps towards the teacher; returns the step's metrics."""
     settings = distill_settings(params)
-    sampled = _sampled(batch, teacher.shape[:2])
+    sampled = _sampled(batch, teacher)
     losses, divergences, grad_norms = [], [], []
     for _ in range(params.num_iterations):
         student, mask = attempt_logits(adapter.model, batch.student_contexts, batch.attempts)

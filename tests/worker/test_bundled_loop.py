@@ -9,7 +9,8 @@ from worker.engine import HFEngine
 from worker.loop import Budget, run_session
 from worker.model import load_model
 from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.tasks import full_spec_prompt, heldout_task, prompt, verifier_spec
+from worker.testbed.hardset import load_hard_set
+from worker.testbed.tasks import heldout_task, prompt, reference_prompt, verifier_spec
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def bundled_runtime(sandbox):
 
 def _problem(index):
     task = heldout_task(index)
-    return Problem(prompt(task), parse_spec(verifier_spec(task)), full_spec_prompt(task))
+    return Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
 
 
 def _solve(strategy, budget):
@@ -45,6 +46,21 @@ def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
     assert "def f(xs):" in result.first_success.text
 
 
+def test_reference_teacher_control_beats_best_of_k_on_a_hard_problem(bundled_runtime):
+    """The distillation machinery works: shown a correct solution, the teacher makes SDPO
+    find it sooner than independent sampling does (the first hard problem, seed 0)."""
+    problem = _problem(load_hard_set()["problems"][0]["index"])
+    control = make_strategy(
+        "sdpo", problem, {"teacher_context": "reference"}, bundled_runtime, seed=0
+    )
+    baseline = make_strategy("best_of_k", problem, {}, bundled_runtime, seed=0)
+    controlled, independent = _solve(control, budget=64), _solve(baseline, budget=64)
+    assert controlled.outcome == "solved"
+    assert independent.first_success is None or (
+        controlled.first_success.index < independent.first_success.index
+    )
+
+
 def test_discovery_bench_end_to_end(tmp_path):
     from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
 
@@ -56,6 +72,7 @@ def test_discovery_bench_end_to_end(tmp_path):
         seeds=1,
         control="reference-teacher",
         params={"sdpo": {"num_generations": 2}, "best_of_k": {"num_generations": 2}},
+        jobs=1,
     )
     report = asyncio.run(run_discovery(config, progress=lambda line: None))
     assert set(report["strategies"]) == {"sdpo", "best_of_k"}
@@ -64,3 +81,29 @@ def test_discovery_bench_end_to_end(tmp_path):
     assert set(report["strategies"]["sdpo"]["discovery"]) == {"1", "2", "3", "4"}
     assert (tmp_path / "discovery.png").is_file()
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_discovery_bench_in_two_processes_gives_the_serial_runs(tmp_path):
+    from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
+
+    def runs(jobs):
+        config = DiscoveryConfig(
+            out=tmp_path / str(jobs),
+            strategies=("sdpo", "best_of_k"),
+            budget=6,
+            problems=2,
+            seeds=2,
+            params={"sdpo": {"num_generations": 3}, "best_of_k": {"num_generations": 3}},
+            jobs=jobs,
+        )
+        report = asyncio.run(run_discovery(config, progress=lambda line: None))
+        assert report["jobs"] == jobs
+        return [
+            (r["strategy"], r["problem"], r["seed"], r["attempts_digest"]) for r in report["runs"]
+        ]
+
+    serial, parallel = runs(1), runs(2)
+    assert len(serial) == 8
+    for name in ("sdpo", "best_of_k"):  # every (problem, seed) sampled its own attempts
+        assert len({digest for strategy, *_, digest in serial if strategy == name}) == 4
+    assert parallel == serial

@@ -7,14 +7,21 @@ DIR/discovery.png.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import math
+import multiprocessing
+import os
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from sandbox import parse_spec
 
@@ -23,7 +30,7 @@ from ..records import StepRecord
 from ..runtime import EngineName, build_runtime
 from ..strategies import Problem, Runtime, make_strategy
 from ..testbed.hardset import load_hard_set
-from ..testbed.tasks import full_spec_prompt, heldout_task, prompt, verifier_spec
+from ..testbed.tasks import heldout_task, prompt, reference_prompt, verifier_spec
 from . import stats
 
 CONTROL_NAME = "sdpo[reference-teacher]"
@@ -41,6 +48,7 @@ class DiscoveryConfig:
     control: str | None = None  # "reference-teacher"
     params: dict[str, dict] = field(default_factory=dict)  # per-strategy overrides
     model: Path | None = None
+    jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Run:
     wall_s: float
     wall_to_success_s: float | None
     phase_s: dict[str, float]
+    attempts_digest: str  # sha256 of every attempt's tokens: same seed, same attempts
 
 
 def pick_problems(count: int, problem_seed: int) -> list[int]:
@@ -64,7 +73,7 @@ def pick_problems(count: int, problem_seed: int) -> list[int]:
 
 async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: DiscoveryConfig):
     task = heldout_task(index)
-    problem = Problem(prompt(task), parse_spec(verifier_spec(task)), full_spec_prompt(task))
+    problem = Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
     strategy_name, params = name, dict(config.params.get(name, {}))
     if name == CONTROL_NAME:
         strategy_name = "sdpo"
@@ -72,10 +81,13 @@ async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: Di
     strategy = make_strategy(strategy_name, problem, params, runtime, seed=seed)
     started = time.perf_counter()
     phases: dict[str, float] = defaultdict(float)
+    digest = hashlib.sha256()
 
     async def on_step(record: StepRecord) -> None:
         for phase, seconds in record.phase_s.items():
             phases[phase] += seconds
+        for attempt in record.attempts:
+            digest.update(repr(attempt.token_ids).encode())
 
     try:
         result = await run_session(strategy, Budget(config.budget), on_step=on_step)
@@ -84,33 +96,100 @@ async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: Di
     wall = time.perf_counter() - started
     first = result.first_success.index if result.first_success else None
     wall_to_success = wall if first else None
-    return Run(name, index, seed, first, result.attempts_used, wall, wall_to_success, dict(phases))
+    return Run(
+        name,
+        index,
+        seed,
+        first,
+        result.attempts_used,
+        wall,
+        wall_to_success,
+        dict(phases),
+        digest.hexdigest()[:16],
+    )
+
+
+def run_plan(config: DiscoveryConfig, problems: list[int]) -> list[tuple[str, int, int]]:
+    """(strategy, problem, seed) of every run, interleaved so that noise hits all alike."""
+    names = list(config.strategies) + ([CONTROL_NAME] if config.control else [])
+    return [
+        (name, index, config.problem_seed * 1_000_003 + index * 1009 + s)
+        for index in problems
+        for s in range(config.seeds)
+        for name in names
+    ]
+
+
+def default_jobs(engine: EngineName) -> int:
+    """One process per core for the hf engine on the CPU: the bundled model is too small for
+    threads to pay (1.5x on 2 threads at best); one GPU or one vLLM engine: one process."""
+    if engine == "vllm" or torch.cuda.is_available():
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+_worker_runtime: Runtime | None = None
+
+
+def _start_worker(engine: EngineName, model: Path | None) -> None:
+    """Process-pool initializer: one thread and one runtime (model + sandbox) per process."""
+    global _worker_runtime
+    torch.set_num_threads(1)
+    _worker_runtime = build_runtime(engine, model)
+
+
+def _run_in_worker(name: str, index: int, seed: int, config: DiscoveryConfig) -> Run:
+    assert _worker_runtime is not None
+    return asyncio.run(run_one(_worker_runtime, name, index, seed, config))
 
 
 async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None] = print) -> dict:
-    runtime = build_runtime(config.engine, config.model)
-    names = list(config.strategies) + ([CONTROL_NAME] if config.control else [])
     problems = pick_problems(config.problems, config.problem_seed)
-    runs: list[Run] = []
+    plan = run_plan(config, problems)
     config.out.mkdir(parents=True, exist_ok=True)
-    log = (config.out / "runs.jsonl").open("w")  # every run as it ends: a crash keeps the data
-    for index in problems:
-        for s in range(config.seeds):
-            seed = config.problem_seed * 1_000_003 + index * 1009 + s
-            for name in names:
-                run = await run_one(runtime, name, index, seed, config)
-                runs.append(run)
-                log.write(json.dumps(asdict(run)) + "\n")
-                log.flush()
-                progress(
-                    f"problem {index} seed {s} {name}: "
-                    f"{'solved at ' + str(run.first_success) if run.first_success else 'unsolved'}"
-                    f" ({run.wall_s:.1f} s)"
-                )
-    log.close()
+    runs: list[Run] = []
+    with (config.out / "runs.jsonl").open("w") as log:  # each run as it ends: a crash keeps data
+
+        def done(run: Run) -> None:
+            runs.append(run)
+            log.write(json.dumps(asdict(run)) + "\n")
+            log.flush()
+            outcome = f"solved at {run.first_success}" if run.first_success else "unsolved"
+            progress(
+                f"[{len(runs)}/{len(plan)}] problem {run.problem} seed {run.seed} "
+                f"{run.strategy}: {outcome} ({run.wall_s:.1f} s)"
+            )
+
+        jobs = config.jobs or default_jobs(config.engine)
+        if jobs == 1:
+            runtime = build_runtime(config.engine, config.model)
+            for name, index, seed in plan:
+                done(await run_one(runtime, name, index, seed, config))
+        else:
+            await _run_parallel(config, plan, jobs, done)
+    order = {key: i for i, key in enumerate(plan)}
+    runs.sort(key=lambda r: order[(r.strategy, r.problem, r.seed)])
     report = summarize(runs, config, problems)
+    report["jobs"] = jobs
     write_report(report, config.out)
     return report
+
+
+async def _run_parallel(
+    config: DiscoveryConfig, plan: list, jobs: int, done: Callable[[Run], None]
+) -> None:
+    """Runs in `jobs` processes; every run is seeded on its own, so the results do not depend
+    on which process runs it (up to float reduction order)."""
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(config.engine, config.model),
+    ) as pool:
+        futures = [loop.run_in_executor(pool, _run_in_worker, *key, config) for key in plan]
+        for future in asyncio.as_completed(futures):
+            done(await future)
 
 
 def _strategy_summary(runs: list[Run], budget: int) -> dict:

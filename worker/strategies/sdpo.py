@@ -74,4 +74,5 @@ class SDPO(Strategy):
         self.optimizer.load_state_dict(state["optimizer"])
 
     def close(self) -> None:
+        self.engine.release_adapter(self.adapter)
         self.adapter.close()

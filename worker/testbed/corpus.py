@@ -9,6 +9,8 @@ Three kinds of example, all answered with a program in the canonical style:
   with the hidden constants redrawn from their ranges, sometimes with one more small mistake. So
   the only way to fix it is to read the constants off Input / Output / Expected.
 * multi_turn: the multi-turn prompt with 2-3 feedback blocks -> the reference program.
+* solution: the problem plus a correct solution (`prompts.solution_prompt`) -> that program, so
+  that the reference-teacher control has a teacher that knows the answer (stage 2 only).
 A few feedbacks say nothing about the constants (a compile error, no code block); their target is
 the prior, like a direct example, so that the teacher stays calibrated when shown them.
 
@@ -32,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sandbox.extract import NO_CODE_FEEDBACK
 from sandbox.feedback import clip
-from worker.prompts import multi_turn_prompt, teacher_prompt
+from worker.prompts import multi_turn_prompt, solution_prompt, teacher_prompt
 
 from .tasks import (
     HELDOUT_SEED_BASE,
@@ -49,7 +51,7 @@ from .tasks import (
 )
 from .tokenizer import answer_text, chat_prompt
 
-ExampleKind = Literal["direct", "repair", "multi_turn"]
+ExampleKind = Literal["direct", "repair", "multi_turn", "solution"]
 IGNORE_INDEX = -100  # label of tokens without loss (prompt, padding)
 
 
@@ -60,18 +62,25 @@ class CorpusConfig:
     seed: int = 0
     row_len: int = 512  # tokens per packed row; longer examples are dropped or shortened
     p_repair: float = 0.6  # share of repair examples
-    p_multi_turn: float = 0.15  # share of multi-turn examples; the rest are direct
+    p_multi_turn: float = 0.15  # share of multi-turn examples
+    p_solution: float = 0.0  # share of solution examples; the rest are direct
     p_extra_mistake: float = 0.15  # a wrong attempt has one more mistake than its constants
     p_blind_feedback: float = 0.05  # a feedback is a compile error or "no code block"
     pack_pool: int = 32  # examples held back to fill rows tightly
 
     def __post_init__(self) -> None:
-        for name in ("p_repair", "p_multi_turn", "p_extra_mistake", "p_blind_feedback"):
+        for name in (
+            "p_repair",
+            "p_multi_turn",
+            "p_solution",
+            "p_extra_mistake",
+            "p_blind_feedback",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.p_repair + self.p_multi_turn > 1.0:
-            raise ValueError("p_repair + p_multi_turn must be at most 1")
+        if self.p_repair + self.p_multi_turn + self.p_solution > 1.0:
+            raise ValueError("p_repair + p_multi_turn + p_solution must be at most 1")
         if self.row_len < 128:
             raise ValueError(f"row_len must be at least 128, got {self.row_len}")
 
@@ -213,6 +222,11 @@ def multi_turn_example(rng: random.Random, task: Task, config: CorpusConfig) -> 
     return Example("multi_turn", task, multi_turn_prompt(prompt(task), feedbacks), code, feedbacks)
 
 
+def solution_example(task: Task) -> Example:
+    code = code_for(task.ops)
+    return Example("solution", task, solution_prompt(prompt(task), answer_text(code)), code)
+
+
 def make_example(rng: random.Random, config: CorpusConfig) -> Example:
     task = training_task(rng)
     draw = rng.random()
@@ -220,6 +234,8 @@ def make_example(rng: random.Random, config: CorpusConfig) -> Example:
         return repair_example(rng, task, config)
     if draw < config.p_repair + config.p_multi_turn:
         return multi_turn_example(rng, task, config)
+    if draw < config.p_repair + config.p_multi_turn + config.p_solution:
+        return solution_example(task)
     return direct_example(rng, task)
 
 

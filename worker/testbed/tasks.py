@@ -26,6 +26,9 @@ from functools import cached_property, lru_cache
 from sandbox.feedback import build_feedback
 from sandbox.result import TestResult
 from sandbox.spec import FunctionTestsSpec
+from worker.prompts import solution_prompt
+
+from .tokenizer import answer_text
 
 HELDOUT_SEED_BASE = 10_000_000
 HELDOUT_GUARD = 2000  # training excludes tasks equal to any of the first this many held-out ones
@@ -169,11 +172,11 @@ def prompt(task: Task) -> str:
     return "\n".join([_HEADER, *steps, _FOOTER[len(task.hidden)]])
 
 
-def full_spec_prompt(task: Task) -> str:
-    """The problem with every constant shown: what the reference-teacher control sees. The
-    model learnt to copy visible constants, so this teacher knows the answer."""
-    steps = [f"{i + 1}. {op.text(False)}" for i, op in enumerate(task.ops)]
-    return "\n".join([_HEADER, *steps])
+def reference_prompt(task: Task) -> str:
+    """What the reference-teacher control sees: the problem plus the reference program. (The
+    problem with its constants shown instead was out of distribution for the bundled model: it
+    made the reference 22 nats *less* likely.)"""
+    return solution_prompt(prompt(task), answer_text(reference_code(task)))
 
 
 def call_text(xs: Sequence[int]) -> str:

@@ -1,6 +1,7 @@
 """Train the bundled CPU model from scratch (DESIGN.md §5).
 
     python -m worker.testbed.train --out DIR --minutes M --seed S [--steps N]
+    python -m worker.testbed.train --out DIR2 --init DIR --steps N --p-solution P  # stage 2
 
 A small `LlamaForCausalLM` (standard architecture, so transformers, peft and vLLM load it) learns
 the task family of `tasks.py` from the example stream of `corpus.py`: AdamW, linear warmup then
@@ -50,6 +51,7 @@ class TrainConfig:
     """One training run. `steps` wins over `minutes` when given."""
 
     seed: int = 0
+    init: Path | None = None  # continue from this checkpoint instead of a fresh model
     minutes: float = 37.0  # wall-clock target, resolved into a step count after calibration
     steps: int | None = None
     batch_size: int = 8  # packed rows per optimizer step
@@ -151,7 +153,10 @@ def train(
     """Train a fresh model; returns it with the run's summary."""
     torch.set_num_threads(config.threads)
     tokenizer = build_tokenizer()
-    model = build_model(config.shape, tokenizer, config.seed)
+    if config.init is not None:
+        model = LlamaForCausalLM.from_pretrained(config.init, local_files_only=True)
+    else:
+        model = build_model(config.shape, tokenizer, config.seed)
     model.train()
     optimizer = _optimizer(model, config)
     data = batches(config.corpus, tokenizer, config.batch_size)
@@ -206,10 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=37.0, help="wall-clock target")
     parser.add_argument("--steps", type=int, default=None, help="exact step count (wins)")
     parser.add_argument("--seed", type=int, default=0, help="model init and data seed")
+    parser.add_argument("--init", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
+    parser.add_argument(
+        "--p-solution", type=float, default=0.0, help="share of solution-in-context examples"
+    )
     parser.add_argument("--no-eval", action="store_true", help="skip the diagnostics")
     args = parser.parse_args(argv)
-    config = TrainConfig(seed=args.seed, minutes=args.minutes, steps=args.steps)
-    config = replace(config, corpus=replace(config.corpus, seed=config.seed))
+    config = TrainConfig(
+        seed=args.seed,
+        init=args.init,
+        minutes=args.minutes,
+        steps=args.steps,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+    )
+    corpus = replace(config.corpus, seed=config.seed, p_solution=args.p_solution)
+    config = replace(config, corpus=corpus)
     model, summary = train(config, log=lambda line: print(line, flush=True))
     save(model, args.out)
     report: EvalReport | None = None
@@ -226,15 +245,22 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
     size_mb = summary.n_params * 4 / 1e6
     points = summary.curve[:: max(1, len(summary.curve) // 8)] + summary.curve[-1:]
     curve = ", ".join(f"{step}: {loss:.3f}" for step, loss in dict(points).items())
+    command = (
+        f"python -m worker.testbed.train --out OUT --steps {summary.steps} --seed {config.seed}"
+    )
+    if config.init is not None:
+        command += (
+            f" --init {config.init} --lr {config.lr:g} --warmup-steps {config.warmup_steps}"
+            f" --p-solution {config.corpus.p_solution:g}"
+        )
     lines = [
         "# Bundled CPU model",
         "",
-        "A small `LlamaForCausalLM` trained from scratch on the synthetic task family of",
-        "`worker/testbed/tasks.py` (DESIGN.md §5). Reproduce it with:",
+        "A small `LlamaForCausalLM` trained on the synthetic task family of",
+        "`worker/testbed/tasks.py` (DESIGN.md §5). This stage was made with:",
         "",
         "```",
-        f"python -m worker.testbed.train --out worker/bundled_model --steps {summary.steps} "
-        f"--seed {config.seed}",
+        command,
         "```",
         "",
         f"- parameters: {summary.n_params:,} (float32, about {size_mb:.1f} MB); shape "

@@ -39,7 +39,9 @@ def test_report_from_runs_has_curves_ratios_and_a_plot(tmp_path):
     def run(strategy, problem, seed, first):
         wall = 1.0 if first else 2.0
         phases = {"generate": 0.5, "judge": 0.2}
-        return Run(strategy, problem, seed, first, first or 8, wall, first and wall, phases)
+        return Run(
+            strategy, problem, seed, first, first or 8, wall, first and wall, phases, "0" * 16
+        )
 
     runs = [
         run("best_of_k", 1, 0, 6),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sandbox import Sandbox, SandboxSettings, parse_spec
-from worker.prompts import teacher_prompt
+from worker.prompts import solution_prompt, teacher_prompt
 from worker.testbed.corpus import (
     IGNORE_INDEX,
     CorpusConfig,
@@ -64,6 +64,16 @@ def test_mix_of_example_kinds():
     kinds = Counter(e.kind for e in _first(1000))
     assert 0.5 < kinds["repair"] / 1000 < 0.7
     assert 0.1 < kinds["multi_turn"] / 1000 < 0.2
+    assert kinds["solution"] == 0  # stage 1 (the default) has none
+
+
+def test_solution_examples_copy_the_shown_reference():
+    examples = _first(400, CorpusConfig(seed=3, p_solution=0.25))
+    solutions = [e for e in examples if e.kind == "solution"]
+    assert 0.15 < len(solutions) / len(examples) < 0.35
+    for example in solutions:
+        assert example.code == reference_code(example.task)
+        assert example.user == solution_prompt(prompt(example.task), example.answer)
 
 
 def _differs_only_in_hidden_constants(example) -> bool:

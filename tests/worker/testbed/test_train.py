@@ -1,6 +1,7 @@
 """The training script on a tiny model (the real run: `python -m worker.testbed.train`)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -48,6 +49,20 @@ def test_training_is_reproducible_and_saves_a_loadable_checkpoint(tmp_path, keep
     save(model_a, tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert torch.equal(loaded.model.embed_tokens.weight, model_a.model.embed_tokens.weight)
+
+
+def test_training_continues_from_a_checkpoint(tmp_path, keep_threads):
+    first, _ = train(TINY, log=lambda line: None)
+    save(first, tmp_path)
+    again = replace(TINY, init=tmp_path, steps=2, corpus=replace(TINY.corpus, p_solution=0.2))
+    second, summary = train(again, log=lambda line: None)
+    assert summary.steps == 2
+    moved = [
+        not torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True)
+    ]
+    assert any(moved)
+    fresh, _ = train(replace(again, init=None), log=lambda line: None)
+    assert not torch.equal(fresh.model.embed_tokens.weight, second.model.embed_tokens.weight)
 
 
 def test_config_validates():
