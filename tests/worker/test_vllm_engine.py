@@ -126,6 +126,14 @@ def _problem(index):
     return Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
 
 
+def _unsolvable(index):
+    """The task with expectations no program returns: every step fails, learns and syncs."""
+    task = heldout_task(index)
+    spec = verifier_spec(task)
+    spec["tests"] = [{**test, "expected": "never a list"} for test in spec["tests"]]
+    return Problem(prompt(task), parse_spec(spec))
+
+
 def _session_files(engine):
     return sorted(
         str(p.relative_to(engine.adapter_root)) for p in engine.adapter_root.glob("session*/v*")
@@ -209,7 +217,7 @@ def test_same_seed_same_attempts_and_batching_changes_nothing(engine):
 def test_an_update_takes_effect_and_old_versions_go(engine, vllm_runtime):
     hard = load_hard_set()["problems"][0]["index"]
     strategy = make_strategy(
-        "sdpo", _problem(hard), {**PARAMS, "learning_rate": 0.05}, vllm_runtime, seed=3
+        "sdpo", _unsolvable(hard), {**PARAMS, "learning_rate": 0.05}, vllm_runtime, seed=3
     )
     try:
         record = asyncio.run(strategy.step(max_attempts=4))
@@ -234,14 +242,14 @@ def test_an_update_takes_effect_and_old_versions_go(engine, vllm_runtime):
 def test_resume_from_a_checkpoint_gives_the_same_attempts(vllm_runtime):
     hard = load_hard_set()["problems"][1]["index"]
     params = {**PARAMS, "learning_rate": 0.05}
-    first = make_strategy("sdpo", _problem(hard), params, vllm_runtime, seed=4)
+    first = make_strategy("sdpo", _unsolvable(hard), params, vllm_runtime, seed=4)
     try:
         asyncio.run(first.step(max_attempts=4))
         state = first.state_dict()
         expected = asyncio.run(first.step(max_attempts=4))
     finally:
         first.close()
-    resumed = make_strategy("sdpo", _problem(hard), params, vllm_runtime, seed=99)
+    resumed = make_strategy("sdpo", _unsolvable(hard), params, vllm_runtime, seed=99)
     try:
         resumed.load_state_dict(state)  # a fresh adapter: synced on its first generate
         again = asyncio.run(resumed.step(max_attempts=4))
