@@ -39,8 +39,8 @@ class VerifierFailed(RuntimeError):
 class Problem:
     prompt: str
     verifier: Spec
-    # Diagnostic control only: a user message that gives the answer away (the full spec, or
-    # the problem plus a reference solution), shown to the reference teacher.
+    # Diagnostic control only: a user message that gives the answer away (the problem plus a
+    # correct solution, `prompts.solution_prompt`), shown to the reference teacher.
     reference_prompt: str | None = None
 
 
