@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from sandbox import parse_spec
+from sdpo.params import SDPOParams
+from worker.adapter import SessionAdapter
 from worker.engine import HFEngine
 from worker.generation import SamplingConfig
 from worker.loop import Budget, run_session
@@ -17,6 +19,7 @@ from worker.scoring import attempt_logits
 from worker.strategies import Problem, Runtime, make_strategy
 from worker.testbed.hardset import load_hard_set
 from worker.testbed.tasks import heldout_task, prompt, verifier_spec
+from worker.update import DistillBatch, distill, make_optimizer, teacher_logits
 
 DEVICE = os.environ.get("SDPO_GPU_TEST_DEVICE", "cuda")
 
@@ -108,10 +111,6 @@ def test_sdpo_session_updates_the_adapter_and_leaves_the_base_untouched(on_devic
 
 def test_bf16_update_is_finite():
     loaded = load_model(device=DEVICE, dtype="bfloat16")
-    from sdpo.params import SDPOParams
-    from worker.adapter import SessionAdapter
-    from worker.update import DistillBatch, distill, make_optimizer, teacher_logits
-
     params = SDPOParams()
     adapter = SessionAdapter(loaded.model, params, seed=0)
     try:
