@@ -47,19 +47,24 @@ def hard_problem(rank: int) -> Problem:
     return Problem(prompt(task), parse_spec(verifier_spec(task)))
 
 
+STEP_PARAMS = {"num_generations": 8}  # steps of 8 attempts, as the figures in README.md
+
+
 class Session:
     """An SDPO session on one engine that starts afresh whenever it solves the problem (a solved
     step does not update, and the benchmark wants learning steps)."""
 
     def __init__(self, runtime: Runtime, seed: int) -> None:
         self.runtime, self.seed = runtime, seed
-        self.strategy = make_strategy("sdpo", hard_problem(0), {}, runtime, seed=seed)
+        self.strategy = make_strategy("sdpo", hard_problem(0), STEP_PARAMS, runtime, seed=seed)
 
     def learning_step(self, generations: int):
         while (record := asyncio.run(self.strategy.step(generations))).first_success:
             self.strategy.close()
             self.seed += 1
-            self.strategy = make_strategy("sdpo", hard_problem(0), {}, self.runtime, seed=self.seed)
+            self.strategy = make_strategy(
+                "sdpo", hard_problem(0), STEP_PARAMS, self.runtime, seed=self.seed
+            )
         return record
 
 

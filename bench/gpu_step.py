@@ -53,7 +53,7 @@ def bundled_steps(device: str, steps: int) -> dict:
     task = heldout_task(load_hard_set()["problems"][0]["index"])
     problem = Problem(prompt(task), parse_spec(verifier_spec(task)))
     runtime = Runtime(HFEngine(loaded), Sandbox())
-    strategy = make_strategy("sdpo", problem, {}, runtime, seed=0)
+    strategy = make_strategy("sdpo", problem, {"num_generations": 8}, runtime, seed=0)
     phases: dict[str, list[float]] = {}
     try:
         for _ in range(steps + 1):  # the first step warms up kernels and caches

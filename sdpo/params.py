@@ -48,6 +48,14 @@ class SDPOParams(SamplingParams):
     0.01, distillation_topk 20 (see README, "Parameters").
     """
 
+    num_generations: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Attempts per step: smaller batches learn sooner (4 for the bundled model; "
+        "the paper uses 16 at test time).",
+    )
+
     distillation_alpha: float = Field(
         1.0,
         ge=0.0,

@@ -129,6 +129,13 @@ def test_a_broken_verifier_fails_the_session_with_its_message(client):
     assert final.status == "failed" and "verifier" in final.error and final.attempts_used == 0
 
 
+def test_a_prompt_longer_than_the_models_context_fails_naming_it(client):
+    too_long = "Write f(xs) that adds one to each element. " * 200  # over 1024 tokens
+    final = _finished(client, client.create_problem(problem(prompt=too_long)).id)
+    assert final.status == "failed" and final.attempts_used == 0
+    assert "prompt:" in final.error and "exceed the model's context of 1024 tokens" in final.error
+
+
 def test_cli_submit_status_and_compare(cluster, tmp_path):
     url = cluster[0].url
     path = tmp_path / "problem.json"

@@ -117,3 +117,12 @@ def test_params_are_validated_naming_the_field(runtime):
         make_strategy("sdpo", PROBLEM, {"distillation_alpha": 1.5}, runtime, seed=0)
     with pytest.raises(ValidationError, match="max_prompt_length"):
         make_strategy("best_of_k", PROBLEM, {"max_prompt_length": 5}, runtime, seed=0)
+
+
+def test_a_prompt_longer_than_the_context_is_refused_naming_it(runtime):
+    context = runtime.engine.loaded.model.config.max_position_embeddings
+    fits = make_strategy("best_of_k", PROBLEM, {"max_completion_length": 8}, runtime, seed=0)
+    room = context - len(fits.problem_ids)
+    make_strategy("best_of_k", PROBLEM, {"max_completion_length": room}, runtime, seed=0)
+    with pytest.raises(ValueError, match="prompt: .* exceed the model's context"):
+        make_strategy("best_of_k", PROBLEM, {"max_completion_length": room + 1}, runtime, seed=0)

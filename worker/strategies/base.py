@@ -69,6 +69,12 @@ class Strategy:
         self.step_index = 0
         self.attempts_used = 0
         self.problem_ids = self.loaded.chat_ids(problem.prompt)
+        context = getattr(self.loaded.model.config, "max_position_embeddings", None)
+        if context and len(self.problem_ids) + params.max_completion_length > context:
+            raise ValueError(
+                f"prompt: {len(self.problem_ids)} tokens plus max_completion_length "
+                f"{params.max_completion_length} exceed the model's context of {context} tokens"
+            )
 
     async def step(self, max_attempts: int, should_stop: StopCheck | None = None) -> StepRecord:
         """Sample a batch, judge it, and learn from it unless an attempt passed.

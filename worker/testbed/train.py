@@ -43,7 +43,6 @@ class ModelShape:
     num_heads: int = 8
     num_kv_heads: int = 4
     intermediate_size: int = 688
-    max_positions: int = 1024
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,6 @@ def build_model(
         num_attention_heads=shape.num_heads,
         num_key_value_heads=shape.num_kv_heads,
         intermediate_size=shape.intermediate_size,
-        max_position_embeddings=shape.max_positions,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -198,9 +196,14 @@ def _resolve_steps(config: TrainConfig, done: int, elapsed_s: float) -> int:
     return max(done + 1, int(config.minutes * 60 / (elapsed_s / done)))
 
 
-def save(model: LlamaForCausalLM, out_dir: Path) -> None:
-    """The checkpoint as transformers writes it: config, float32 safetensors, tokenizer."""
+def save(model: LlamaForCausalLM, out_dir: Path, context: int) -> None:
+    """The checkpoint as transformers writes it: config, float32 safetensors, tokenizer.
+
+    `max_position_embeddings` is set to `context`, the row length the model was trained on:
+    positions beyond it were never seen, so callers (multi-turn) must keep prompts within it.
+    Rotary embeddings do not depend on it, so the weights are the same either way."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.max_position_embeddings = context
     model.save_pretrained(out_dir, safe_serialization=True)
     build_tokenizer().save_pretrained(str(out_dir))
 
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = replace(config.corpus, seed=config.seed, p_solution=args.p_solution)
     config = replace(config, corpus=corpus)
     model, summary = train(config, log=lambda line: print(line, flush=True))
-    save(model, args.out)
+    save(model, args.out, context=config.corpus.row_len)
     report: EvalReport | None = None
     if not args.no_eval:
         report = evaluate(model, build_tokenizer())

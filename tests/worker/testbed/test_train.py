@@ -46,14 +46,15 @@ def test_training_is_reproducible_and_saves_a_loadable_checkpoint(tmp_path, keep
     for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
         assert torch.equal(a, b)
     assert summary.steps == 4 and [s for s, _ in summary.curve] == [2, 4]
-    save(model_a, tmp_path)
+    save(model_a, tmp_path, context=TINY.corpus.row_len)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert torch.equal(loaded.model.embed_tokens.weight, model_a.model.embed_tokens.weight)
+    assert loaded.config.max_position_embeddings == 384  # the trained row length, not more
 
 
 def test_training_continues_from_a_checkpoint(tmp_path, keep_threads):
     first, _ = train(TINY, log=lambda line: None)
-    save(first, tmp_path)
+    save(first, tmp_path, context=TINY.corpus.row_len)
     again = replace(TINY, init=tmp_path, steps=2, corpus=replace(TINY.corpus, p_solution=0.2))
     second, summary = train(again, log=lambda line: None)
     assert summary.steps == 2
