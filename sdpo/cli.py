@@ -118,7 +118,7 @@ def _print_discovery(report: dict) -> None:
         table.add_row(name, *cells, f"{mean:.1f}" if mean else "-", f"{s['wall_s']:.0f}")
     console = Console()
     console.print(table)
-    for key in ("attempts_ratio_vs_best_of_k", "wall_ratio_vs_best_of_k"):
+    for key in ("attempts_ratio_vs_best_of_k", "attempts_ratio_ci90", "wall_ratio_vs_best_of_k"):
         if key in report:
             console.print(f"{key}: {report[key]}")
 

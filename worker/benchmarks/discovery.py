@@ -246,14 +246,26 @@ def _ratios(summary: dict, budget: int, runs: list[Run]) -> dict:
     n_runs = summary["best_of_k"]["runs"]
     bok_time = _time_to_reach(summary["best_of_k"]["success_times_s"], target, n_runs)
     sdpo_time = _time_to_reach(summary["sdpo"]["success_times_s"], target, n_runs)
+    interval = stats.attempts_ratio_interval(
+        _by_problem(runs, "sdpo"), _by_problem(runs, "best_of_k"), budget
+    )
     return {
         "best_of_k_discovery_at_budget": target,
         "sdpo_attempts_to_match": needed,
         "attempts_ratio_vs_best_of_k": round(budget / needed, 3) if needed else None,
+        "attempts_ratio_ci90": [round(v, 3) for v in interval] if interval else None,
         "wall_ratio_vs_best_of_k": round(bok_time / sdpo_time, 3)
         if bok_time and sdpo_time
         else None,
     }
+
+
+def _by_problem(runs: list[Run], strategy: str) -> dict[str, list[int | None]]:
+    """problem -> first successes in seed order (seed order pairs the strategies' runs)."""
+    out: dict[str, list[int | None]] = defaultdict(list)
+    for r in sorted((r for r in runs if r.strategy == strategy), key=lambda r: r.seed):
+        out[str(r.problem)].append(r.first_success)
+    return dict(out)
 
 
 def _time_to_reach(success_times: list[float], target: float, runs: int) -> float | None:

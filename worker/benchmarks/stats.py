@@ -46,6 +46,39 @@ def bootstrap_band(
     return np.quantile(curves, tail, axis=0), np.quantile(curves, 1 - tail, axis=0)
 
 
+def attempts_ratio_interval(
+    sdpo: dict[str, list[FirstSuccess]],
+    best_of_k: dict[str, list[FirstSuccess]],
+    budget: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """90% interval of budget / (attempts SDPO needs to reach best-of-k's discovery@budget).
+
+    Both strategies are resampled together (the same problems, the same seed positions), since
+    they ran on the same problems and seeds. A resample where SDPO never reaches the target
+    counts as ratio 0; one where best-of-k solves nothing is skipped (no target)."""
+    rng = np.random.default_rng(seed)
+    problems = list(best_of_k)
+    ratios = []
+    for _ in range(n_boot):
+        ours: list[FirstSuccess] = []
+        theirs: list[FirstSuccess] = []
+        for p in rng.choice(len(problems), size=len(problems), replace=True):
+            key = problems[p]
+            for i in rng.choice(len(best_of_k[key]), size=len(best_of_k[key]), replace=True):
+                ours.append(sdpo[key][i])
+                theirs.append(best_of_k[key][i])
+        target = discovery_curve(theirs, budget)[-1]
+        if target > 0:
+            needed = attempts_to_reach(discovery_curve(ours, budget), target)
+            ratios.append(budget / needed if needed else 0.0)
+    if not ratios:
+        return None
+    return float(np.quantile(ratios, 0.05)), float(np.quantile(ratios, 0.95))
+
+
 def attempts_to_reach(curve: np.ndarray, target: float) -> int | None:
     """Fewest attempts k with discovery@k >= target (None if never reached)."""
     reached = np.nonzero(curve >= target - 1e-12)[0]

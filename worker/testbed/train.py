@@ -2,6 +2,7 @@
 
     python -m worker.testbed.train --out DIR --minutes M --seed S [--steps N]
     python -m worker.testbed.train --out DIR2 --init DIR --steps N --p-solution P  # stage 2
+    python -m worker.testbed.train --out DIR3 --init DIR2 --steps N --p-repair R ...  # stage 3
 
 A small `LlamaForCausalLM` (standard architecture, so transformers, peft and vLLM load it) learns
 the task family of `tasks.py` from the example stream of `corpus.py`: AdamW, linear warmup then
@@ -220,6 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--p-solution", type=float, default=0.0, help="share of solution-in-context examples"
     )
+    parser.add_argument(
+        "--p-repair", type=float, default=CorpusConfig.p_repair, help="share of repair examples"
+    )
+    parser.add_argument(
+        "--p-multi-turn",
+        type=float,
+        default=CorpusConfig.p_multi_turn,
+        help="share of multi-turn examples",
+    )
     parser.add_argument("--no-eval", action="store_true", help="skip the diagnostics")
     args = parser.parse_args(argv)
     config = TrainConfig(
@@ -230,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         warmup_steps=args.warmup_steps,
     )
-    corpus = replace(config.corpus, seed=config.seed, p_solution=args.p_solution)
+    corpus = replace(
+        config.corpus,
+        seed=config.seed,
+        p_solution=args.p_solution,
+        p_repair=args.p_repair,
+        p_multi_turn=args.p_multi_turn,
+    )
     config = replace(config, corpus=corpus)
     model, summary = train(config, log=lambda line: print(line, flush=True))
     save(model, args.out, context=config.corpus.row_len)
@@ -254,7 +270,8 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
     if config.init is not None:
         command += (
             f" --init {config.init} --lr {config.lr:g} --warmup-steps {config.warmup_steps}"
-            f" --p-solution {config.corpus.p_solution:g}"
+            f" --p-solution {config.corpus.p_solution:g} --p-repair {config.corpus.p_repair:g}"
+            f" --p-multi-turn {config.corpus.p_multi_turn:g}"
         )
     lines = [
         "# Bundled CPU model",

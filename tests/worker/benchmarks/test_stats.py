@@ -27,6 +27,21 @@ def test_bootstrap_band_brackets_the_estimate_and_collapses_without_variance():
     assert np.all(lo <= point) and np.all(point <= hi) and np.all(hi - lo > 0)
 
 
+def test_attempts_ratio_interval_is_paired_and_brackets_the_estimate():
+    always = {"a": [1, 1], "b": [1, 1]}
+    late = {"a": [4, 4], "b": [4, 4]}
+    assert stats.attempts_ratio_interval(always, late, budget=4, n_boot=50) == (4.0, 4.0)
+    never = {"a": [None, None], "b": [None, None]}
+    assert stats.attempts_ratio_interval(always, never, budget=4, n_boot=50) is None
+    assert stats.attempts_ratio_interval(never, late, budget=4, n_boot=50) == (0.0, 0.0)
+    # paired: seed i of SDPO goes with seed i of best-of-k; best-of-k solves half at 4
+    sdpo = {"a": [1, 2], "b": [3, None]}
+    bok = {"a": [4, None], "b": [4, None]}
+    lo, hi = stats.attempts_ratio_interval(sdpo, bok, budget=4, n_boot=400)
+    point = 4 / stats.attempts_to_reach(stats.discovery_curve([1, 2, 3, None], 4), 0.5)
+    assert lo <= point <= hi and lo < hi
+
+
 def test_time_to_reach_picks_the_needed_success():
     assert _time_to_reach([1.0, 2.0, 5.0], 0.5, runs=4) == 2.0
     assert _time_to_reach([1.0], 0.5, runs=4) is None
@@ -59,6 +74,8 @@ def test_report_from_runs_has_curves_ratios_and_a_plot(tmp_path):
     assert report["best_of_k_discovery_at_budget"] == 0.5
     assert report["sdpo_attempts_to_match"] == 2  # sdpo reaches 0.5 at k = 2
     assert report["attempts_ratio_vs_best_of_k"] == 4.0
+    lo, hi = report["attempts_ratio_ci90"]
+    assert 0 <= lo <= 4.0 <= hi <= 8
     assert report["strategies"]["sdpo"]["discovery"]["4"] == 0.75
     assert report["strategies"]["sdpo"]["mean_attempts_to_success"] == 7 / 3
     assert (tmp_path / "discovery.json").is_file() and (tmp_path / "discovery.png").is_file()
