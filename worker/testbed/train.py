@@ -2,7 +2,7 @@
 
     python -m worker.testbed.train --out DIR --minutes M --seed S [--steps N]
     python -m worker.testbed.train --out DIR2 --init DIR --steps N --p-solution P  # stage 2
-    python -m worker.testbed.train --out DIR3 --init DIR2 --steps N --p-repair R ...  # stage 3
+    python -m worker.testbed.train ... --p-repair R --p-multi-turn M  # another example mix
 
 A small `LlamaForCausalLM` (standard architecture, so transformers, peft and vLLM load it) learns
 the task family of `tasks.py` from the example stream of `corpus.py`: AdamW, linear warmup then
