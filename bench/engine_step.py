@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from sandbox import Sandbox, parse_spec
+from sandbox import Sandbox
 from sdpo.params import SDPOParams
 from sdpo.settings import Settings
 from worker.adapter import SessionAdapter
@@ -38,13 +38,11 @@ from worker.generation import SamplingConfig
 from worker.model import load_model
 from worker.records import PHASES
 from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import load_hard_set
-from worker.testbed.tasks import heldout_task, prompt, verifier_spec
+from worker.testbed.hardset import heldout_problem, load_hard_set
 
 
 def hard_problem(rank: int) -> Problem:
-    task = heldout_task(load_hard_set()["problems"][rank]["index"])
-    return Problem(prompt(task), parse_spec(verifier_spec(task)))
+    return heldout_problem(load_hard_set()["problems"][rank]["index"])
 
 
 STEP_PARAMS = {"num_generations": 8}  # steps of 8 attempts, as the figures in README.md

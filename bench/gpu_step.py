@@ -23,15 +23,14 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from sandbox import Sandbox, parse_spec
+from sandbox import Sandbox
 from sdpo.params import SDPOParams
 from worker.adapter import SessionAdapter
 from worker.engine import HFEngine
 from worker.generation import SamplingConfig, sample
 from worker.model import load_model
-from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import load_hard_set
-from worker.testbed.tasks import heldout_task, prompt, verifier_spec
+from worker.strategies import Runtime, make_strategy
+from worker.testbed.hardset import heldout_problem, load_hard_set
 from worker.update import DistillBatch, distill, make_optimizer, teacher_logits
 
 SHAPES = {
@@ -50,8 +49,7 @@ def sync(device: str) -> None:
 def bundled_steps(device: str, steps: int) -> dict:
     """Mean phase seconds per SDPO step of 8 attempts on the bundled model."""
     loaded = load_model(device=device)
-    task = heldout_task(load_hard_set()["problems"][0]["index"])
-    problem = Problem(prompt(task), parse_spec(verifier_spec(task)))
+    problem = heldout_problem(load_hard_set()["problems"][0]["index"])
     runtime = Runtime(HFEngine(loaded), Sandbox())
     strategy = make_strategy("sdpo", problem, {"num_generations": 8}, runtime, seed=0)
     phases: dict[str, list[float]] = {}

@@ -28,6 +28,11 @@ class LoadedModel:
     def eos_token_id(self) -> int:
         return int(self.tokenizer.eos_token_id)
 
+    @property
+    def context_length(self) -> int | None:
+        """Longest prompt + completion the model handles (its `max_position_embeddings`)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def chat_ids(self, user_text: str) -> list[int]:
         """Token ids of a one-turn chat prompt, ready for the assistant's answer."""
         messages = [{"role": "user", "content": user_text}]

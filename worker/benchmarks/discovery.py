@@ -23,14 +23,11 @@ from pathlib import Path
 
 import torch
 
-from sandbox import parse_spec
-
 from ..loop import Budget, run_session
 from ..records import StepRecord
 from ..runtime import EngineName, build_runtime
-from ..strategies import Problem, Runtime, make_strategy
-from ..testbed.hardset import load_hard_set
-from ..testbed.tasks import heldout_task, prompt, reference_prompt, verifier_spec
+from ..strategies import Runtime, make_strategy
+from ..testbed.hardset import heldout_problem, load_hard_set
 from . import stats
 
 CONTROL_NAME = "sdpo[reference-teacher]"
@@ -72,8 +69,7 @@ def pick_problems(count: int, problem_seed: int) -> list[int]:
 
 
 async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: DiscoveryConfig):
-    task = heldout_task(index)
-    problem = Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
+    problem = heldout_problem(index)
     strategy_name, params = name, dict(config.params.get(name, {}))
     if name == CONTROL_NAME:
         strategy_name = "sdpo"
@@ -193,9 +189,7 @@ async def _run_parallel(
 
 
 def _strategy_summary(runs: list[Run], budget: int) -> dict:
-    by_problem: dict[str, list] = defaultdict(list)
-    for r in runs:
-        by_problem[str(r.problem)].append(r.first_success)
+    by_problem = _by_problem(runs)
     curve = stats.discovery_curve([r.first_success for r in runs], budget)
     lo, hi = stats.bootstrap_band(by_problem, budget)
     solved = [r for r in runs if r.first_success]
@@ -247,7 +241,9 @@ def _ratios(summary: dict, budget: int, runs: list[Run]) -> dict:
     bok_time = _time_to_reach(summary["best_of_k"]["success_times_s"], target, n_runs)
     sdpo_time = _time_to_reach(summary["sdpo"]["success_times_s"], target, n_runs)
     interval = stats.attempts_ratio_interval(
-        _by_problem(runs, "sdpo"), _by_problem(runs, "best_of_k"), budget
+        _by_problem([r for r in runs if r.strategy == "sdpo"]),
+        _by_problem([r for r in runs if r.strategy == "best_of_k"]),
+        budget,
     )
     return {
         "best_of_k_discovery_at_budget": target,
@@ -260,10 +256,11 @@ def _ratios(summary: dict, budget: int, runs: list[Run]) -> dict:
     }
 
 
-def _by_problem(runs: list[Run], strategy: str) -> dict[str, list[int | None]]:
-    """problem -> first successes in seed order (seed order pairs the strategies' runs)."""
+def _by_problem(runs: list[Run]) -> dict[str, list[int | None]]:
+    """One strategy's runs as problem -> first successes in seed order (seed order pairs the
+    runs of different strategies, which share seeds)."""
     out: dict[str, list[int | None]] = defaultdict(list)
-    for r in sorted((r for r in runs if r.strategy == strategy), key=lambda r: r.seed):
+    for r in sorted(runs, key=lambda r: r.seed):
         out[str(r.problem)].append(r.first_success)
     return dict(out)
 

@@ -69,7 +69,7 @@ class Strategy:
         self.step_index = 0
         self.attempts_used = 0
         self.problem_ids = self.loaded.chat_ids(problem.prompt)
-        context = getattr(self.loaded.model.config, "max_position_embeddings", None)
+        context = self.loaded.context_length
         if context and len(self.problem_ids) + params.max_completion_length > context:
             raise ValueError(
                 f"prompt: {len(self.problem_ids)} tokens plus max_completion_length "

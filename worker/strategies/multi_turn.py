@@ -27,8 +27,7 @@ class MultiTurn(Strategy):
 
     def _prompt_ids(self) -> list[int]:
         limit = self.params.max_prompt_length
-        context = getattr(self.loaded.model.config, "max_position_embeddings", None)
-        if context:  # the answer must fit after the prompt
+        if context := self.loaded.context_length:  # the answer must fit after the prompt
             limit = min(limit, context - self.params.max_completion_length)
         kept = list(self.feedbacks)
         while True:

@@ -22,8 +22,8 @@ from sandbox import parse_spec
 
 from ..generation import SamplingConfig
 from ..judging import Judge
-from ..strategies import Runtime
-from .tasks import heldout_task, prompt, verifier_spec
+from ..strategies import Problem, Runtime
+from .tasks import heldout_task, prompt, reference_prompt, verifier_spec
 
 HARDSET_FILE = Path(__file__).with_name("hardset.json")
 
@@ -39,6 +39,12 @@ class HardSetRule:
     batch: int = 64
     max_new_tokens: int = 160
     seed: int = 0
+
+
+def heldout_problem(index: int) -> Problem:
+    """Held-out task `index` as the strategies take it (with the reference-teacher prompt)."""
+    task = heldout_task(index)
+    return Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
 
 
 def model_digest(folder: Path) -> str:

@@ -149,7 +149,7 @@ def _optimizer(model: LlamaForCausalLM, config: TrainConfig) -> torch.optim.Adam
 def train(
     config: TrainConfig, log: Callable[[str], None] = print
 ) -> tuple[LlamaForCausalLM, TrainSummary]:
-    """Train a fresh model; returns it with the run's summary."""
+    """Train a fresh model, or continue `config.init`; returns it with the run's summary."""
     torch.set_num_threads(config.threads)
     tokenizer = build_tokenizer()
     if config.init is not None:
@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     parser.add_argument(
-        "--p-solution", type=float, default=0.0, help="share of solution-in-context examples"
+        "--p-solution",
+        type=float,
+        default=CorpusConfig.p_solution,
+        help="share of solution-in-context examples",
     )
     parser.add_argument(
         "--p-repair", type=float, default=CorpusConfig.p_repair, help="share of repair examples"
@@ -264,15 +267,14 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
     size_mb = summary.n_params * 4 / 1e6
     points = summary.curve[:: max(1, len(summary.curve) // 8)] + summary.curve[-1:]
     curve = ", ".join(f"{step}: {loss:.3f}" for step, loss in dict(points).items())
+    corpus = config.corpus
     command = (
         f"python -m worker.testbed.train --out OUT --steps {summary.steps} --seed {config.seed}"
+        + (f" --init {config.init}" if config.init else "")
+        + f" --lr {config.lr:g} --warmup-steps {config.warmup_steps}"
+        f" --p-solution {corpus.p_solution:g} --p-repair {corpus.p_repair:g}"
+        f" --p-multi-turn {corpus.p_multi_turn:g}"
     )
-    if config.init is not None:
-        command += (
-            f" --init {config.init} --lr {config.lr:g} --warmup-steps {config.warmup_steps}"
-            f" --p-solution {config.corpus.p_solution:g} --p-repair {config.corpus.p_repair:g}"
-            f" --p-multi-turn {config.corpus.p_multi_turn:g}"
-        )
     lines = [
         "# Bundled CPU model",
         "",
