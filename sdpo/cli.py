@@ -128,7 +128,7 @@ def testbed_hardset(
     samples: Annotated[int, typer.Option(help="Base-model samples per problem.")] = 512,
     min_rate: Annotated[float, typer.Option(help="Lowest base pass rate kept.")] = 0.003,
     max_rate: Annotated[float, typer.Option(help="Highest base pass rate kept.")] = 0.02,
-    scan: Annotated[int, typer.Option(help="Held-out problems scanned.")] = 300,
+    scan: Annotated[int, typer.Option(help="Held-out problems scanned.")] = 600,
     count: Annotated[int, typer.Option(help="Stop after this many hard problems.")] = 40,
 ) -> None:
     """Select the hard held-out set by the fixed rule and store it with the package."""

@@ -78,7 +78,7 @@ class SDPOParams(SamplingParams):
         0.01, ge=0.0, le=1.0, description="EMA rate of the teacher adapter per optimizer step."
     )
     learning_rate: float = Field(
-        2e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights."
+        4e-3, gt=0, le=1.0, description="AdamW learning rate of the LoRA weights."
     )
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip per optimizer step.")

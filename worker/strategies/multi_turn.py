@@ -29,12 +29,17 @@ class MultiTurn(Strategy):
         limit = self.params.max_prompt_length
         if context := self.loaded.context_length:  # the answer must fit after the prompt
             limit = min(limit, context - self.params.max_completion_length)
-        kept = list(self.feedbacks)
-        while True:
-            ids = self.loaded.chat_ids(multi_turn_prompt(self.problem.prompt, kept))
-            if len(ids) <= limit or not kept:
-                return ids
-            kept.pop(0)
+        # newest first, so that no prompt far over the limit is ever tokenized (the tokenizer
+        # warns about "indexing errors" past its maximum length)
+        kept: list[str] = []
+        ids = self.loaded.chat_ids(multi_turn_prompt(self.problem.prompt, kept))
+        for feedback in reversed(self.feedbacks):
+            longer = self.loaded.chat_ids(multi_turn_prompt(self.problem.prompt, [feedback, *kept]))
+            if len(longer) > limit:
+                break
+            kept.insert(0, feedback)
+            ids = longer
+        return ids
 
     async def _learn(self, record: StepRecord) -> None:
         judgement = record.attempts[0].judgement

@@ -34,7 +34,7 @@ class HardSetRule:
     min_rate: float = 0.003
     max_rate: float = 0.02
     min_search_space: int = 36  # skip tasks a blind guesser solves more often than 1 in 36
-    scan: int = 300  # held-out tasks looked at
+    scan: int = 600  # held-out tasks looked at
     count: int = 40  # stop once this many are found
     batch: int = 64
     max_new_tokens: int = 160

@@ -3,10 +3,19 @@
 Every problem asks for `def f(xs):` on a list of small non-negative ints. Its hidden solution is a
 pipeline of 2-3 one-line list ops followed by `return xs`. The prompt describes every op in order,
 but shows 1-2 of the constants as `?`. Nothing in the prompt tells the hidden constants apart, so
-a model without feedback can only guess them from their range: two hidden constants of ranges 9x9
-make a problem "very hard" (a base pass rate near 1%). The verifier's feedback (Input, Output,
+a model without feedback can only guess them from their range: two hidden constants of ranges 8x7
+make a problem "very hard" (a base pass rate near 1-2%). The verifier's feedback (Input, Output,
 Expected of a failing test) does reveal them, because the function returns the list itself, so a
 constant's signature survives to the output; the tests are chosen so that they pin it down.
+
+Only some ops may have their constant hidden (`OpKind.hideable`): multiply and keep-multiples
+(every expected number is a multiple of k) and keep-first (the expected length), whose constants
+the model reads off the feedback, and remove-first, whose 3 values make the easy tasks. Add and
+keep-above always show theirs: their constant has to be computed (a difference, a threshold
+between two numbers). Shown the feedback on a wrong attempt, the stage-2 model raised the true
+constant's probability x2.1-2.8 for the first three, but only x1.3 / x1.4 for add and keep-above
+(and x1.2 for remove-first); a 3.4M-parameter model does not learn that arithmetic in our
+training budget.
 
 Everything is deterministic given a task seed. Held-out tasks use seeds from `HELDOUT_SEED_BASE`
 on; training never uses those seeds, nor any task equal to one of the first `HELDOUT_GUARD`
@@ -53,6 +62,7 @@ class OpKind:
     text: str
     lo: int = 0  # constant range lo..hi; lo == hi == 0 for ops without a constant
     hi: int = 0
+    hideable: bool = False  # the prompt may show this op's constant as `?`
 
     @property
     def parametric(self) -> bool:
@@ -67,10 +77,12 @@ OP_KINDS: dict[str, OpKind] = {
     k.name: k
     for k in (
         OpKind("add", "xs = [x + {k} for x in xs]", "add {k} to each element", 1, 9),
-        OpKind("mul", "xs = [x * {k} for x in xs]", "multiply each element by {k}", 2, 5),
-        OpKind("take", "xs = xs[:{k}]", "keep the first {k} elements", 1, 5),
-        OpKind("drop", "xs = xs[{k}:]", "remove the first {k} elements", 1, 3),
-        OpKind("mod", "xs = [x for x in xs if x % {k} == 0]", "keep the multiples of {k}", 2, 5),
+        OpKind("mul", "xs = [x * {k} for x in xs]", "multiply each element by {k}", 2, 9, True),
+        OpKind("take", "xs = xs[:{k}]", "keep the first {k} elements", 1, 7, True),
+        OpKind("drop", "xs = xs[{k}:]", "remove the first {k} elements", 1, 3, True),
+        OpKind(
+            "mod", "xs = [x for x in xs if x % {k} == 0]", "keep the multiples of {k}", 2, 9, True
+        ),
         OpKind("above", "xs = [x for x in xs if x > {k}]", "keep the elements above {k}", 1, 9),
         OpKind("sort", "xs = sorted(xs)", "sort the list in increasing order"),
         OpKind("reverse", "xs = xs[::-1]", "reverse the list"),
@@ -285,16 +297,16 @@ def is_trainable(task: Task) -> bool:
 
 
 def _random_pipeline(rng: random.Random) -> tuple[tuple[Op, ...], tuple[int, ...]]:
-    """2-3 ops of distinct kinds, at least one parametric; 1 or 2 of the parametric hidden."""
+    """2-3 ops of distinct kinds, at least one hideable; 1 or 2 of the hideable ones hidden."""
     while True:
         kinds = rng.sample(KIND_NAMES, rng.choice((2, 3)))
-        parametric = [i for i, name in enumerate(kinds) if OP_KINDS[name].parametric]
-        if parametric:
+        hideable = [i for i, name in enumerate(kinds) if OP_KINDS[name].hideable]
+        if hideable:
             break
     ops = tuple(Op(name, rng.choice(OP_KINDS[name].values) if name in PARAMETRIC else 0)
                 for name in kinds)  # fmt: skip
-    n_hidden = 2 if len(parametric) >= 2 and rng.random() < P_TWO_HIDDEN else 1
-    return ops, tuple(sorted(rng.sample(parametric, n_hidden)))
+    n_hidden = 2 if len(hideable) >= 2 and rng.random() < P_TWO_HIDDEN else 1
+    return ops, tuple(sorted(rng.sample(hideable, n_hidden)))
 
 
 def _alternatives(ops: tuple[Op, ...], hidden: tuple[int, ...]) -> list[tuple[Op, ...]]:

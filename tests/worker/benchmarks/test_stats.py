@@ -46,6 +46,8 @@ def test_time_to_reach_picks_the_needed_success():
     assert _time_to_reach([1.0, 2.0, 5.0], 0.5, runs=4) == 2.0
     assert _time_to_reach([1.0], 0.5, runs=4) is None
     assert _time_to_reach([1.0, 2.0], 0.0, runs=4) is None
+    times = [float(t) for t in range(114)]
+    assert _time_to_reach(times, round(114 / 140, 4), runs=140) == 113.0  # 0.8143 * 140 > 114
 
 
 def test_report_from_runs_has_curves_ratios_and_a_plot(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from worker.model import BUNDLED_MODEL_DIR
-from worker.testbed.diagnostics import answer_passes
+from worker.testbed.diagnostics import answer_passes, teacher_lift
 from worker.testbed.tasks import heldout_task, parse_code, prompt
 from worker.testbed.tokenizer import chat_prompt, vocabulary
 
@@ -63,3 +63,13 @@ def test_greedy_answer_is_a_canonical_program(model, tokenizer):
     assert answer.startswith("```python\n")
     assert parse_code(answer.removeprefix("```python\n").removesuffix("```")) is not None
     assert isinstance(answer_passes(task, answer), bool)
+
+
+def test_the_feedback_makes_the_reference_more_likely(model, tokenizer):
+    """The self-teacher exists: on held-out tasks the feedback on a wrong attempt raises the
+    reference program's probability, most where two constants are hidden (the shipped model
+    measured x4.9 overall and x10 for two hidden over 200 tasks; a model that ignored the
+    feedback would sit near x1)."""
+    report = teacher_lift(model, tokenizer, [heldout_task(i) for i in range(40)])
+    assert report.ratio > 2.0
+    assert report.gain_by_hidden[2] > report.gain_by_hidden[1] > 0

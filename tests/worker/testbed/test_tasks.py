@@ -68,6 +68,7 @@ def test_tests_are_well_formed_and_pin_the_hidden_constants():
         task = task_from_seed(seed)
         assert len(task.inputs) == N_TESTS and 2 <= len(task.ops) <= 3
         assert 1 <= len(task.hidden) <= 2
+        assert all(OP_KINDS[task.ops[i].kind].hideable for i in task.hidden)
         assert len({op.kind for op in task.ops}) == len(task.ops)
         for xs, expected in zip(task.inputs, task.expected, strict=True):
             assert MIN_LEN <= len(xs) <= MAX_LEN and all(0 <= x <= MAX_VALUE for x in xs)
@@ -75,6 +76,18 @@ def test_tests_are_well_formed_and_pin_the_hidden_constants():
         assert passes(task, task.ops)
         # only the true constants pass: the tests identify them
         assert not any(passes(task, alt) for alt in _alternatives(task.ops, task.hidden))
+
+
+def test_add_and_keep_above_appear_but_are_never_hidden():
+    """Their constants must be computed from the feedback (a difference, a threshold), which the
+    bundled model does not learn; they stay in the family with their constants shown."""
+    shown, hidden = set(), set()
+    for seed in SEEDS:
+        task = task_from_seed(seed)
+        for i, op in enumerate(task.ops):
+            (hidden if i in task.hidden else shown).add(op.kind)
+    assert {"add", "above"} <= shown
+    assert hidden == {"mul", "mod", "take", "drop"}
 
 
 def test_prompt_hides_exactly_the_hidden_constants():
