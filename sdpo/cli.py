@@ -143,6 +143,39 @@ def testbed_hardset(
     typer.echo(f"{len(data['problems'])} hard problems of {len(data['scanned'])} scanned")
 
 
+@testbed_app.command("diagnose")
+def testbed_diagnose(
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: bundled).")] = None,
+    tasks: Annotated[int, typer.Option(help="Held-out tasks for the per-op lift.")] = 300,
+) -> None:
+    """The model's self-teacher, measured without a benchmark: teacher lift, pass rates with
+    and without feedback, and which hidden constants it reads off the feedback."""
+    from rich.console import Console
+    from rich.table import Table
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worker.model import BUNDLED_MODEL_DIR
+    from worker.testbed.diagnostics import constant_lift, evaluate
+    from worker.testbed.tasks import heldout_task
+
+    folder = model or BUNDLED_MODEL_DIR
+    loaded = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    typer.echo(evaluate(loaded, tokenizer).summary())
+    table = Table(title=f"p(true hidden constant), {tasks} held-out tasks, one wrong attempt each")
+    for column in ("hidden op", "n", "student", "teacher", "lift"):
+        table.add_column(column)
+    for row in constant_lift(loaded, tokenizer, [heldout_task(i) for i in range(tasks)]):
+        table.add_row(
+            row.kind,
+            str(row.n),
+            f"{row.student_p:.3f}",
+            f"{row.teacher_p:.3f}",
+            f"x{row.ratio:.2f}",
+        )
+    Console().print(table)
+
+
 # -- the service: serve, worker, submit, status, compare ----------------------------------------
 API_URL = Annotated[
     str, typer.Option("--api-url", envvar="SDPO_API_URL", help="The gateway's base URL.")

