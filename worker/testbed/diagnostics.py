@@ -126,20 +126,24 @@ def constant_lift(
     """Per hidden op kind, p(true constant) under the student prompt and under the teacher
     context with the feedback on one wrong attempt (drawn as in `teacher_lift`)."""
     rng = random.Random(seed)
-    sums: dict[str, list[float]] = {}
+    student: dict[str, list[float]] = {}
+    teacher: dict[str, list[float]] = {}
     for task in tasks:
         feedback = wrong_attempt(rng, task, p_extra_mistake=0.0).feedback
-        student = _constant_logprobs(model, tokenizer, prompt(task), task)
-        teacher = _constant_logprobs(model, tokenizer, teacher_prompt(prompt(task), feedback), task)
+        alone = _constant_logprobs(model, tokenizer, prompt(task), task)
+        shown = _constant_logprobs(model, tokenizer, teacher_prompt(prompt(task), feedback), task)
         for i in task.hidden:
-            acc = sums.setdefault(task.ops[i].kind, [0.0, 0.0, 0])
-            acc[0] += student[i]
-            acc[1] += teacher[i]
-            acc[2] += 1
+            student.setdefault(task.ops[i].kind, []).append(alone[i])
+            teacher.setdefault(task.ops[i].kind, []).append(shown[i])
     return [
-        ConstantLift(kind, int(n), math.exp(s / n), math.exp(t / n))
-        for kind, (s, t, n) in sorted(sums.items())
+        ConstantLift(kind, len(student[kind]), _mean_p(student[kind]), _mean_p(teacher[kind]))
+        for kind in sorted(student)
     ]
+
+
+def _mean_p(logprobs: list[float]) -> float:
+    """The geometric-mean probability of some log-probabilities."""
+    return math.exp(sum(logprobs) / len(logprobs))
 
 
 @torch.no_grad()
