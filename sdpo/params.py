@@ -83,7 +83,11 @@ class SDPOParams(SamplingParams):
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip per optimizer step.")
     num_iterations: int = Field(
-        1, ge=1, le=64, description="Optimizer steps on each batch of failed attempts."
+        2,
+        ge=1,
+        le=64,
+        description="Optimizer steps on each batch of failed attempts (2 for the bundled model; "
+        "3 or more lost runs there).",
     )
     lora_rank: int = Field(16, ge=1, le=512, description="Rank of the per-problem LoRA adapter.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling numerator.")
