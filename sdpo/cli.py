@@ -152,20 +152,19 @@ def testbed_diagnose(
     and without feedback, and which hidden constants it reads off the feedback."""
     from rich.console import Console
     from rich.table import Table
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from worker.model import BUNDLED_MODEL_DIR
+    from worker.model import load_model
     from worker.testbed.diagnostics import constant_lift, evaluate
     from worker.testbed.tasks import heldout_task
 
-    folder = model or BUNDLED_MODEL_DIR
-    loaded = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    typer.echo(evaluate(loaded, tokenizer).summary())
+    loaded = load_model(model)
+    typer.echo(evaluate(loaded.model, loaded.tokenizer).summary())
     table = Table(title=f"p(true hidden constant), {tasks} held-out tasks, one wrong attempt each")
     for column in ("hidden op", "n", "student", "teacher", "lift"):
         table.add_column(column)
-    for row in constant_lift(loaded, tokenizer, [heldout_task(i) for i in range(tasks)]):
+    for row in constant_lift(
+        loaded.model, loaded.tokenizer, [heldout_task(i) for i in range(tasks)]
+    ):
         table.add_row(
             row.kind,
             str(row.n),

@@ -31,7 +31,7 @@ def _easy_index():
 
 
 @pytest.mark.parametrize("name", ["best_of_k", "multi_turn", "sdpo"])
-def test_each_strategy_solves_an_easyheldout_problem(bundled_runtime, name):
+def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
     strategy = make_strategy(name, heldout_problem(_easy_index()), {}, bundled_runtime, seed=0)
     result = _solve(strategy, budget=32)
     assert result.outcome == "solved"
@@ -40,7 +40,7 @@ def test_each_strategy_solves_an_easyheldout_problem(bundled_runtime, name):
     assert "def f(xs):" in result.first_success.text
 
 
-def test_reference_teacher_control_beats_best_of_k_on_a_hardheldout_problem(bundled_runtime):
+def test_reference_teacher_control_beats_best_of_k_on_a_hard_problem(bundled_runtime):
     """The distillation machinery works: shown a correct solution, the teacher makes SDPO
     find it sooner than independent sampling does (the first hard problem, seed 0)."""
     problem = heldout_problem(load_hard_set()["problems"][0]["index"])

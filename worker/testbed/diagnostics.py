@@ -47,17 +47,24 @@ class LiftReport:
 
 
 @torch.no_grad()
-def answer_logprob(
+def answer_token_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, code: str
-) -> float:
-    """log p(answer + eos | chat prompt of `user`), summed over the answer tokens."""
+) -> tuple[list[int], torch.Tensor]:
+    """The answer's ids (program and eos) and log p of each one after the chat prompt of `user`."""
     prompt_ids = tokenizer.encode(chat_prompt(user), add_special_tokens=False)
     answer_ids = tokenizer.encode(answer_text(code), add_special_tokens=False)
     answer_ids.append(tokenizer.eos_token_id)
     ids = torch.tensor([prompt_ids + answer_ids])
     logits = model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1]  # (A, V)
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return float(logprobs.gather(-1, torch.tensor(answer_ids)[:, None]).sum())
+    return answer_ids, logprobs.gather(-1, torch.tensor(answer_ids)[:, None])[:, 0]
+
+
+def answer_logprob(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, code: str
+) -> float:
+    """log p(answer + eos | chat prompt of `user`), summed over the answer tokens."""
+    return float(answer_token_logprobs(model, tokenizer, user, code)[1].sum())
 
 
 def teacher_lift(
@@ -98,23 +105,17 @@ class ConstantLift:
         return self.teacher_p / self.student_p
 
 
-@torch.no_grad()
 def _constant_logprobs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user: str, task: Task
 ) -> dict[int, float]:
     """op index -> log p(true constant token | prompt, reference program so far), hidden ops."""
-    prompt_ids = tokenizer.encode(chat_prompt(user), add_special_tokens=False)
-    answer_ids = tokenizer.encode(answer_text(reference_code(task)), add_special_tokens=False)
-    ids = torch.tensor([prompt_ids + answer_ids])
-    logprobs = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), dim=-1)
+    answer_ids, logprobs = answer_token_logprobs(model, tokenizer, user, reference_code(task))
     # a canonical program's number tokens are exactly its constants, in op order
     numbers = [j for j, t in enumerate(answer_ids) if tokenizer.decode([t]).isdigit()]
     parametric = [i for i, op in enumerate(task.ops) if OP_KINDS[op.kind].parametric]
-    result = {}
-    for i, j in zip(parametric, numbers, strict=True):
-        if i in task.hidden:
-            result[i] = float(logprobs[len(prompt_ids) + j - 1, answer_ids[j]])
-    return result
+    return {
+        i: float(logprobs[j]) for i, j in zip(parametric, numbers, strict=True) if i in task.hidden
+    }
 
 
 def constant_lift(

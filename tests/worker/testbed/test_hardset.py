@@ -1,6 +1,7 @@
 """The hard-set rule: one set of defaults, whether applied from Python or from the CLI."""
 
 import inspect
+from dataclasses import asdict
 
 from sdpo import cli  # not the command itself: pytest would collect `testbed_hardset` and run it
 from worker.testbed.hardset import HardSetRule, load_hard_set
@@ -16,6 +17,6 @@ def test_the_cli_applies_the_rule_in_code():
 def test_the_stored_hard_set_was_chosen_by_the_rule_in_code():
     stored = load_hard_set()
     rule = HardSetRule()
-    assert stored["rule"] == {**rule.__dict__}
+    assert stored["rule"] == asdict(rule)
     for problem in stored["problems"]:
         assert rule.min_rate <= problem["base_pass_rate"] <= rule.max_rate
