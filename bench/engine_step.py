@@ -114,7 +114,7 @@ def concurrency(engine, hf: HFEngine, counts: list[int], generations: int, repea
     adapters = session_adapters(max(counts))
     for adapter in adapters:
         engine.sync_adapter(adapter)
-    config = SamplingConfig(eos_token_id=engine.loaded.eos_token_id, max_new_tokens=160)
+    config = SamplingConfig(stop_token_ids=engine.loaded.stop_token_ids, max_new_tokens=160)
     results = {}
     for k in counts:
         prompts = [engine.loaded.chat_ids(hard_problem(i).prompt) for i in range(k)]

@@ -31,7 +31,7 @@ from worker.generation import SamplingConfig, sample
 from worker.model import load_model
 from worker.strategies import Runtime, make_strategy
 from worker.testbed.hardset import heldout_problem, load_hard_set
-from worker.update import DistillBatch, distill, make_optimizer, teacher_logits
+from worker.update import DistillBatch, distill, make_optimizer, teacher_hidden
 
 SHAPES = {
     # name: (hidden, intermediate, layers, heads, kv heads); vocab 151936, head_dim 128
@@ -87,7 +87,7 @@ def synthetic_step(shape: str, device: str, completion: int, prompt_len: int) ->
     generator = torch.Generator().manual_seed(0)
     prompt_ids = torch.randint(1000, 100000, (prompt_len,), generator=generator).tolist()
     feedback_ids = torch.randint(1000, 100000, (prompt_len // 2,), generator=generator).tolist()
-    sampling = SamplingConfig(eos_token_id=0, max_new_tokens=completion)
+    sampling = SamplingConfig(stop_token_ids=(0,), max_new_tokens=completion)
     result: dict[str, float] = {}
     try:
         for round_ in range(2):  # round 0 warms up
@@ -105,7 +105,7 @@ def synthetic_step(shape: str, device: str, completion: int, prompt_len: int) ->
                 sampler_logprobs=[s.logprobs for s in samples],
             )
             started = time.perf_counter()
-            teacher = teacher_logits(adapter, batch, params.temperature)
+            teacher = teacher_hidden(adapter, batch)
             sync(device)
             times["teacher"] = time.perf_counter() - started
             started = time.perf_counter()

@@ -57,7 +57,9 @@ def bench_discovery(
     params: Annotated[
         str | None, typer.Option(help='Per-strategy params as JSON: {"sdpo": {...}}.')
     ] = None,
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: bundled).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Catalogue name or model folder [SDPO_MODEL; toy].")
+    ] = None,
     jobs: Annotated[
         int | None, typer.Option(help="Processes (default: one per core on CPU, 1 on GPU).", min=1)
     ] = None,
@@ -89,14 +91,46 @@ def bench_discovery(
 
 @contextmanager
 def _engine_errors() -> Iterator[None]:
-    """An engine that cannot run here (no vLLM, no CUDA, model too large) ends the command."""
+    """A model or engine that cannot run here (no vLLM, no CUDA, a missing model package, no
+    chat template, too large) ends the command with what to do."""
     from worker.engine import EngineUnavailable
+    from worker.model import ModelNotFound, ModelUnavailable
+    from worker.profiles import ProfileError
 
     try:
         yield
-    except EngineUnavailable as error:
+    except (EngineUnavailable, ModelNotFound, ModelUnavailable, ProfileError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The built-in models: installed or not, how to install them, and their profiles. Any
+    local Hugging Face folder works as --model / SDPO_MODEL too."""
+    from worker.catalogue import describe
+
+    rows = describe(_service_settings().model_cache)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="model catalogue (--model / SDPO_MODEL)")
+    for column in ("name", "installed", "profile", "description"):
+        table.add_column(column)
+    for row in rows:
+        installed = "yes" if row["installed"] else f"no: {row['install']}"
+        if row["converted"] is False:
+            installed += " (converted on first use, about 30 s)"
+        profile = ", ".join(
+            f"{k}={v}" for k, v in row["profile"].items() if v not in (None, {}, [])
+        )
+        table.add_row(row["name"], installed, profile, row["description"])
+    Console().print(table)
 
 
 def _print_discovery(report: dict) -> None:
@@ -233,7 +267,10 @@ def worker(
         Path | None, typer.Option(help="Finds a local `sdpo serve`'s Redis [SDPO_DATA_DIR].")
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Model folder [SDPO_MODEL_PATH]; default: bundled.")
+        str | None, typer.Option(help="Catalogue name or model folder [SDPO_MODEL; toy].")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto, float32, bfloat16 or float16 [SDPO_DTYPE].")
     ] = None,
     device: Annotated[str | None, typer.Option(help="Torch device [SDPO_DEVICE].")] = None,
     engine: Annotated[
@@ -250,7 +287,8 @@ def worker(
     settings = _service_settings(
         redis_url=redis_url,
         data_dir=data_dir,
-        model_path=model,
+        model=model,
+        dtype=dtype,
         device=device,
         engine=engine,
         worker_name=name,

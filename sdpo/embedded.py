@@ -175,8 +175,7 @@ def worker_env(settings: Settings, workers: int) -> dict[str, str]:
     """The environment of a worker process: ours, plus what `sdpo serve` decided."""
     env = {**os.environ, "SDPO_REDIS_URL": settings.redis_url}
     env["SDPO_DATA_DIR"] = str(Path(settings.data_dir).resolve())
-    if settings.model_path is not None:
-        env["SDPO_MODEL_PATH"] = str(Path(settings.model_path).resolve())
+    env["SDPO_MODEL"] = settings.model
     if settings.torch_threads is None:  # N workers on one CPU: don't oversubscribe its cores
         env["SDPO_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(workers, 1)))
     return env

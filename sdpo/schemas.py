@@ -90,7 +90,8 @@ class ProblemCreate(_ProblemBase):
         strategy = info.data.get("strategy")
         if strategy is None:  # the strategy itself is invalid; that error is reported instead
             return params
-        return parse_params(strategy, params).model_dump(mode="json")
+        # only what was asked for: the worker fills in its model's profile (worker/profiles.py)
+        return parse_params(strategy, params).model_dump(mode="json", exclude_unset=True)
 
 
 class BestOfKCreate(_ProblemBase):
@@ -103,7 +104,7 @@ class BestOfKCreate(_ProblemBase):
     @field_validator("params")
     @classmethod
     def _sampling_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return parse_params("best_of_k", params).model_dump(mode="json")
+        return parse_params("best_of_k", params).model_dump(mode="json", exclude_unset=True)
 
     def as_problem(self) -> ProblemCreate:
         return ProblemCreate(**self.model_dump(), strategy="best_of_k")
@@ -138,7 +139,9 @@ class CompareCreate(_ProblemBase):
         parsed, errors = {}, []
         for name, values in params.items():
             try:
-                parsed[name] = parse_params(name, values).model_dump(mode="json")
+                parsed[name] = parse_params(name, values).model_dump(
+                    mode="json", exclude_unset=True
+                )
             except ValidationError as error:  # name the strategy in the error's location
                 errors += [{**e, "loc": (name, *e["loc"])} for e in error.errors()]
         if errors:
@@ -214,7 +217,10 @@ class ProblemPublic(BaseModel):
     model: str
     seed: int
     budget: Budget
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(
+        description="The parameters in effect once a worker has started the session (its "
+        "model's profile filled in); before that, the ones requested."
+    )
     attempts_used: int
     first_success_attempt: int | None = None
     first_success_s: float | None = Field(

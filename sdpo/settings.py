@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .params import PARAMS_BY_STRATEGY
 
 DIGEST_PREFIX = "sha256:"
 LOCAL_TENANT = "local"  # every caller's tenant when no keys are configured
@@ -90,8 +93,27 @@ class Settings(BaseSettings):
     )
 
     # -- worker -------------------------------------------------------------------------------
-    model_path: Path | None = Field(
-        None, description="Hugging Face model folder of the worker. Empty: the bundled model."
+    model: str = Field(
+        "toy",
+        min_length=1,
+        description="The worker's model: a catalogue name (`sdpo models` lists them) or a local "
+        "Hugging Face folder.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
+        None,
+        description="Weights dtype of the worker's model. Empty: the model profile's (auto: "
+        "bfloat16 on CUDA, float32 on the CPU). LoRA weights and optimizer state stay float32.",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where built-in GGUF models are converted to Hugging Face folders, once. "
+        "Empty: <data_dir>/models.",
+    )
+    params: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="Strategy parameter defaults as a JSON object, e.g. "
+        '{"learning_rate": 1e-4}: they override the model profile, and a request\'s params '
+        "override them. Each applies to the strategies that have it.",
     )
     model_name: str = Field("default", description="The model name this worker serves.")
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine of the worker.")
@@ -170,6 +192,33 @@ class Settings(BaseSettings):
             digests.append(digest)
         return tuple(dict.fromkeys(digests))
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _parse_params(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as error:
+                raise ValueError(f"must be a JSON object ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object of strategy parameters")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for params in PARAMS_BY_STRATEGY.values():
+            accepted = {k: v for k, v in value.items() if k in params.model_fields}
+            try:
+                params.model_validate(accepted)
+            except ValidationError as error:
+                first = error.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        known = {f for params in PARAMS_BY_STRATEGY.values() for f in params.model_fields}
+        if unknown := sorted(set(value) - known):
+            raise ValueError(f"unknown strategy parameters: {', '.join(unknown)}")
+        return value
+
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
@@ -196,6 +245,10 @@ class Settings(BaseSettings):
     @property
     def checkpoints(self) -> Path:
         return self.checkpoint_dir or self.data_dir / "checkpoints"
+
+    @property
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
 
     @property
     def consumer_name(self) -> str:

@@ -754,6 +754,12 @@ class Store:
     async def cancel_requested(self, sid: str) -> bool:
         return await self.redis.hget(session_key(sid), "cancel_requested") == "1"
 
+    async def record_params(self, sid: str, params: dict[str, Any]) -> None:
+        """The parameters in effect, as the worker resolved them (the model profile's defaults
+        filled in); until then the session shows the ones requested."""
+        if await self.redis.exists(session_key(sid)):
+            await self.redis.hset(session_key(sid), "params", json.dumps(params))
+
     async def finish(self, sid: str, lease: str, status: str, error: str = "") -> bool:
         """End a session the worker holds: solved, exhausted, cancelled or failed."""
         return await self._end(sid, lease, status, error)

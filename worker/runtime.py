@@ -10,7 +10,8 @@ import torch
 from sandbox import Sandbox
 from sdpo.settings import Settings, get_settings
 
-from .engine import EngineUnavailable, HFEngine
+from .catalogue import resolve_model
+from .engine import Engine, EngineUnavailable, HFEngine
 from .model import load_model
 from .strategies import Runtime
 
@@ -21,18 +22,25 @@ __all__ = ["EngineName", "EngineUnavailable", "build_runtime"]
 
 def build_runtime(
     engine: EngineName = "hf",
-    model: Path | None = None,
+    model: str | Path | None = None,
     device: str | None = None,
     settings: Settings | None = None,
 ) -> Runtime:
-    """The engine on `device` (default: cuda if present). `settings` carry the vllm engine's
-    knobs (default: the process's SDPO_* settings); raises EngineUnavailable."""
+    """The engine on `device` (default: cuda if present) with `model`, a catalogue name or a
+    folder (default: the settings' model). `settings` (default: the process's SDPO_* settings)
+    carry the dtype, the model cache, parameter defaults and the vllm engine's knobs.
+
+    Raises EngineUnavailable, ModelNotFound and ModelUnavailable."""
+    settings = settings or get_settings()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    source = resolve_model(str(model or settings.model), settings.model_cache)
     if engine == "vllm":
         from .vllm_engine import VLLMEngine, check_platform, import_vllm
 
         import_vllm()  # fail before loading the model when vLLM or its device is missing
         check_platform(torch.device(device))
-        loaded = load_model(model, device=device)
-        return Runtime(engine=VLLMEngine(loaded, settings or get_settings()), sandbox=Sandbox())
-    return Runtime(engine=HFEngine(load_model(model, device=device)), sandbox=Sandbox())
+        loaded = load_model(source, device=device, dtype=settings.dtype)
+        generator: Engine = VLLMEngine(loaded, settings)
+    else:
+        generator = HFEngine(load_model(source, device=device, dtype=settings.dtype))
+    return Runtime(engine=generator, sandbox=Sandbox(), param_overrides=dict(settings.params))

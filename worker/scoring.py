@@ -1,40 +1,111 @@
-"""Scoring attempts: the model's next-token logits at each token of an attempt, after a context.
+"""Scoring attempts: the model's predictions at each token of an attempt, after a context.
 
 Student and teacher are scored the same way; only the context differs (the problem alone, or
-the problem plus feedback). Rows are right-padded: under causal attention a real token never
-sees the padding after it, so no attention mask is needed.
+the problem plus feedback). Two things keep this cheap for real models:
+
+* Shared prefix. The rows of a batch share a long head (every student row is the same problem;
+  every teacher row starts with it). That head runs once, at batch 1, and its KV cache is
+  repeated for the rows; only each row's rest runs per row. Under autograd the repeat sums the
+  rows' gradients back into the one head, so training sees exactly the full rows' gradients.
+* No (B, T, V) tensor. Scoring returns the final hidden states of the positions that predict
+  attempt tokens, packed as (N, H) over the N real tokens (no padding). The output layer runs
+  later, a chunk of tokens at a time (`output_logits`), so a 150k vocabulary never
+  materialises for a whole batch.
+
+Rows are right-padded: under causal attention a real token never sees the padding after it,
+so no attention mask is needed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
+
+
+@dataclass(frozen=True)
+class ScoredTokens:
+    """Final hidden states at the positions that predict attempt tokens, packed row by row."""
+
+    hidden: torch.Tensor  # (N, H), N = total attempt tokens
+    rows: torch.Tensor  # (N,) the attempt each token belongs to
+    positions: torch.Tensor  # (N,) the token's index t within its attempt
+
+
+def common_prefix(contexts: list[list[int]]) -> int:
+    """Length of the head shared by every context, leaving each at least one token of its own
+    (the last context token predicts the first attempt token)."""
+    limit = min(len(c) for c in contexts) - 1
+    first = contexts[0]
+    for length in range(limit):
+        if any(c[length] != first[length] for c in contexts):
+            return length
+    return max(limit, 0)
+
+
+def attempt_hidden(
+    model: PreTrainedModel, contexts: list[list[int]], attempts: list[list[int]]
+) -> ScoredTokens:
+    """Hidden states predicting each attempt token: row i's entry for token t is the model's
+    state after contexts[i] + attempts[i][:t]. Differentiable when grad is enabled."""
+    decoder = model.get_decoder()
+    device = model.device
+    shared = common_prefix(contexts)
+    cache = None
+    if shared > 0:
+        cache = DynamicCache()
+        head = torch.tensor([contexts[0][:shared]], device=device)  # (1, S)
+        decoder(input_ids=head, past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(contexts))
+    rows = [c[shared:] + a for c, a in zip(contexts, attempts, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+    positions = torch.arange(shared, shared + width, device=device)[None, :].expand(len(rows), -1)
+    out = decoder(
+        input_ids=ids.to(device),
+        past_key_values=cache,
+        use_cache=cache is not None,
+        position_ids=positions,
+    )
+    hidden = out.last_hidden_state  # (B, W, H)
+    row_of, index = [], []
+    for i, (c, a) in enumerate(zip(contexts, attempts, strict=True)):
+        start = len(c) - shared - 1  # the position that predicts attempt token 0
+        row_of += [i] * len(a)
+        index += range(start, start + len(a))
+    rows_t = torch.tensor(row_of, dtype=torch.long, device=device)
+    index_t = torch.tensor(index, dtype=torch.long, device=device)
+    picked = hidden[rows_t, index_t]  # (N, H)
+    token_positions = torch.cat([torch.arange(len(a)) for a in attempts]).to(device)
+    return ScoredTokens(hidden=picked, rows=rows_t, positions=token_positions)
+
+
+def output_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's output layer on final hidden states. (..., H) -> (..., V).
+
+    Also applies the logit scaling or soft-capping that some model families put after it."""
+    logits = model.get_output_embeddings()(hidden)
+    config = model.config
+    if scale := getattr(config, "logit_scale", None):
+        logits = logits * scale
+    if cap := getattr(config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def attempt_logits(
     model: PreTrainedModel, contexts: list[list[int]], attempts: list[list[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits predicting each attempt token, and the mask of real tokens.
-
-    Returns (logits (B, T, V), mask (B, T)) with T the longest attempt. Row i's logits at t are
-    the model's prediction of attempts[i][t] given contexts[i] + attempts[i][:t]. The output
-    layer runs only over the positions that predict attempt tokens (`logits_to_keep`), not over
-    the contexts, which are most of every row.
-    """
-    rows = [c + a for c, a in zip(contexts, attempts, strict=True)]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    starts = torch.tensor([len(c) - 1 for c in contexts])[:, None]  # (B, 1)
-    first = int(starts.min())
-    last = max(len(r) - 1 for r in rows)  # the last position that predicts a token
-    keep = torch.arange(first, last, device=model.device)
-    logits = model(input_ids=ids.to(model.device), logits_to_keep=keep).logits  # (B, K, V)
+    """Logits predicting each attempt token as one padded (B, T, V) tensor, and its (B, T)
+    mask. For tests and diagnostics on small vocabularies: training uses `attempt_hidden`."""
+    scored = attempt_hidden(model, contexts, attempts)
+    logits = output_logits(model, scored.hidden)  # (N, V)
     longest = max(len(a) for a in attempts)
-    offsets = torch.arange(longest)[None, :]  # (1, T)
-    lengths = torch.tensor([len(a) for a in attempts])[:, None]
-    mask = offsets < lengths  # (B, T)
-    index = (starts - first + offsets).clamp(max=logits.shape[1] - 1).to(logits.device)  # (B, T)
-    picked = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))  # (B, T, V)
-    return picked, mask.to(logits.device)
+    padded = logits.new_zeros((len(attempts), longest, logits.shape[-1]))
+    padded[scored.rows, scored.positions] = logits
+    mask = torch.zeros((len(attempts), longest), dtype=torch.bool, device=logits.device)
+    mask[scored.rows, scored.positions] = True
+    return padded, mask

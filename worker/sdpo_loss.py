@@ -50,7 +50,7 @@ Where we depart from them, and why:
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -182,6 +182,34 @@ def importance_weights(
     return importance_ratio(student_token_logprobs, sampler_logprobs).clamp(max=is_clip)
 
 
+@dataclass(frozen=True)
+class TokenTerms:
+    """Per-token parts of the loss, before any reduction (any leading shape, e.g. (B, T))."""
+
+    divergence: Tensor  # D_t
+    weighted: Tensor  # w_t * D_t, or D_t when the importance correction is off
+    ratio: Tensor | None = None  # unclipped r_t, detached; None when the correction is off
+
+
+def token_terms(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    settings: DistillSettings = DEFAULT_DISTILL_SETTINGS,
+    sampled: SampledTokens | None = None,
+) -> TokenTerms:
+    """D_t and w_t * D_t at every position. (..., V) logits, already divided by the sampling
+    temperature; `sampled` holds (...)-shaped token ids and sampler log-probs."""
+    student = log_probs(student_logits)  # (..., V)
+    teacher = log_probs(teacher_logits.detach())  # (..., V): the teacher is a constant
+    divergence = _divergence(student, teacher, settings)  # (...)
+    is_clip = settings.distillation_is_clip
+    if sampled is None or is_clip is None:
+        return TokenTerms(divergence=divergence, weighted=divergence)
+    ratio = importance_ratio(token_logprobs(student, sampled.token_ids), sampled.sampler_logprobs)
+    return TokenTerms(divergence, divergence * ratio.clamp(max=is_clip), ratio)
+
+
 def distillation_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -197,29 +225,22 @@ def distillation_loss(
     the tokens and their sampler log-probs, for the importance correction.
     """
     _check_shapes(student_logits, teacher_logits, mask, sampled)
-    student = log_probs(student_logits)  # (B, T, V)
-    teacher = log_probs(teacher_logits.detach())  # (B, T, V): the teacher is a constant
-    divergence = _divergence(student, teacher, settings)  # (B, T)
+    terms = token_terms(student_logits, teacher_logits, settings=settings, sampled=sampled)
     valid = mask.to(torch.bool)  # (B, T)
     num_tokens = valid.sum().clamp(min=1)
-    per_token = torch.where(valid, divergence, 0.0).detach()
-    mean_divergence = per_token.sum() / num_tokens
-
-    is_clip = settings.distillation_is_clip
-    if sampled is None or is_clip is None:
-        loss = torch.where(valid, divergence, 0.0).sum() / num_tokens
-        return DistillLoss(loss=loss, per_token=per_token, mean_divergence=mean_divergence)
-
-    ratio = importance_ratio(token_logprobs(student, sampled.token_ids), sampled.sampler_logprobs)
-    weighted = divergence * ratio.clamp(max=is_clip)  # (B, T)
-    loss = torch.where(valid, weighted, 0.0).sum() / num_tokens
-    return DistillLoss(
-        loss=loss,
-        per_token=per_token,
-        mean_divergence=mean_divergence,
-        mean_importance_ratio=torch.where(valid, ratio, 0.0).sum() / num_tokens,
-        max_importance_ratio=torch.where(valid, ratio, 0.0).max(),  # ratios > 0, so 0 is neutral
-        clipped_fraction=(valid & (ratio > is_clip)).sum() / num_tokens,
+    per_token = torch.where(valid, terms.divergence, 0.0).detach()
+    loss = torch.where(valid, terms.weighted, 0.0).sum() / num_tokens
+    result = DistillLoss(
+        loss=loss, per_token=per_token, mean_divergence=per_token.sum() / num_tokens
+    )
+    if terms.ratio is None:
+        return result
+    ratio = torch.where(valid, terms.ratio, 0.0)  # ratios > 0, so 0 is neutral for the max
+    return replace(
+        result,
+        mean_importance_ratio=ratio.sum() / num_tokens,
+        max_importance_ratio=ratio.max(),
+        clipped_fraction=(valid & (terms.ratio > settings.distillation_is_clip)).sum() / num_tokens,
     )
 
 

@@ -173,6 +173,7 @@ class SessionRun:
         except (ValidationError, ValueError) as exc:  # e.g. params this worker does not accept
             await asyncio.shield(self._settle("failed", f"invalid session: {exc}"))
             return
+        await self.ctx.store.record_params(self.sid, self.strategy.params.model_dump(mode="json"))
         stop = StopCheck(self.ctx, self.sid, state.started_at, state.budget.max_wall_s)
         outcome, error = "failed", ""
         try:
@@ -348,7 +349,7 @@ def run_worker(settings: Settings) -> None:
         raise ValueError("redis_url: a worker needs a Redis URL (SDPO_REDIS_URL)")
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    runtime = build_runtime(settings.engine, settings.model_path, settings.device, settings)
+    runtime = build_runtime(settings.engine, settings.model, settings.device, settings)
 
     async def main() -> None:
         stopping = asyncio.Event()

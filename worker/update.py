@@ -1,22 +1,34 @@
 """The adapter update: distil the teacher's distributions into the student LoRA.
 
 One batch of failed attempts gives `num_iterations` AdamW steps on the student's LoRA weights
-(gradient-norm clipped), each followed by the EMA teacher update. The teacher's logits are
-computed once per batch, before the first step: with an EMA rate of ~0.01 the teacher barely
-moves within a batch, and it saves a forward pass per step.
+(gradient-norm clipped), each followed by the EMA teacher update. The teacher is scored once
+per batch, before the first step: with an EMA rate of ~0.01 it barely moves within a batch,
+and it saves a forward pass per step.
+
+Memory stays bounded by the vocabulary of one chunk, not of the batch: the teacher is kept as
+final hidden states (N, H), and the loss runs the output layer over `chunk_tokens` tokens at a
+time under activation checkpointing, so the backward pass recomputes each chunk's logits
+instead of holding (N, V) tensors. Only what the loss needs ever exists at full vocabulary
+width, for one chunk: the student's and teacher's log-probs, from which the top-k ids and the
+tail bucket are read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from sdpo.params import SDPOParams
 
 from .adapter import SessionAdapter
-from .scoring import attempt_logits
-from .sdpo_loss import DistillSettings, SampledTokens, distillation_loss
+from .scoring import attempt_hidden, output_logits
+from .sdpo_loss import DistillSettings, SampledTokens, token_terms
+
+# Tokens per output-layer chunk: ~32 MiB of float32 logits at a 150k vocabulary.
+CHUNK_LOGIT_ELEMENTS = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,16 @@ class DistillBatch:
     teacher_contexts: list[list[int]]
     attempts: list[list[int]]
     sampler_logprobs: list[list[float]]
+    feedback_truncated: int = 0  # teacher prompts whose feedback was cut to fit
+
+    def sampled(self, device: torch.device) -> SampledTokens:
+        """The attempts' tokens and sampler log-probs, packed (N,) in scoring order."""
+        ids = [t for attempt in self.attempts for t in attempt]
+        logprobs = [lp for row in self.sampler_logprobs for lp in row]
+        return SampledTokens(
+            token_ids=torch.tensor(ids, dtype=torch.long, device=device),
+            sampler_logprobs=torch.tensor(logprobs, device=device),
+        )
 
 
 def make_optimizer(adapter: SessionAdapter, params: SDPOParams) -> torch.optim.Optimizer:
@@ -45,21 +67,73 @@ def distill_settings(params: SDPOParams) -> DistillSettings:
 
 
 @torch.no_grad()
-def teacher_logits(adapter: SessionAdapter, batch: DistillBatch, temperature: float):
-    """(B, T, V) teacher logits over the attempts' tokens, temperature-scaled."""
+def teacher_hidden(adapter: SessionAdapter, batch: DistillBatch) -> torch.Tensor:
+    """(N, H) teacher hidden states at the attempts' tokens (scored once per batch)."""
     with adapter.teacher():
-        logits, _ = attempt_logits(adapter.model, batch.teacher_contexts, batch.attempts)
-    return logits / temperature
+        return attempt_hidden(adapter.model, batch.teacher_contexts, batch.attempts).hidden
 
 
-def _sampled(batch: DistillBatch, like: torch.Tensor) -> SampledTokens:
-    """The sampled ids and their sampler log-probs, padded to `like`'s (B, T), on its device."""
-    shape = like.shape[:2]
-    ids = torch.zeros(shape, dtype=torch.long)
-    logprobs = torch.zeros(shape)
-    for i, (a, lp) in enumerate(zip(batch.attempts, batch.sampler_logprobs, strict=True)):
-        ids[i, : len(a)], logprobs[i, : len(lp)] = torch.tensor(a), torch.tensor(lp)
-    return SampledTokens(token_ids=ids.to(like.device), sampler_logprobs=logprobs.to(like.device))
+def chunk_size(vocab_size: int) -> int:
+    return max(1, CHUNK_LOGIT_ELEMENTS // vocab_size)
+
+
+@dataclass(frozen=True)
+class LossSetup:
+    """What the chunked loss computes with, besides the tensors."""
+
+    model: torch.nn.Module
+    settings: DistillSettings
+    temperature: float
+    chunk_tokens: int
+
+
+def _chunk_terms(
+    setup: LossSetup,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    token_ids: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c, H) hidden states -> the chunk's summed w*D, D_t (c,) and r_t (c,) (NaN: no IS)."""
+    student_logits = output_logits(setup.model, student) / setup.temperature  # (c, V)
+    teacher_logits = output_logits(setup.model, teacher) / setup.temperature  # (c, V)
+    sampled = SampledTokens(token_ids=token_ids, sampler_logprobs=sampler_logprobs)
+    terms = token_terms(student_logits, teacher_logits, settings=setup.settings, sampled=sampled)
+    ratio = terms.ratio if terms.ratio is not None else torch.full_like(terms.divergence, torch.nan)
+    return terms.weighted.sum(), terms.divergence.detach(), ratio
+
+
+def chunked_loss(
+    setup: LossSetup, student: torch.Tensor, teacher: torch.Tensor, sampled: SampledTokens
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The token-mean SDPO loss over (N, H) student and teacher hidden states, one output-layer
+    chunk at a time. Equal to `sdpo_loss.distillation_loss` on the full logits."""
+    n, step = student.shape[0], setup.chunk_tokens
+    terms = partial(_chunk_terms, setup)
+    total = student.new_zeros((), dtype=torch.float32)
+    divergences, ratios = [], []
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        ids, logprobs = sampled.token_ids[part], sampled.sampler_logprobs[part]
+        if torch.is_grad_enabled():
+            weighted, divergence, ratio = checkpoint(
+                terms, student[part], teacher[part], ids, logprobs, use_reentrant=False
+            )
+        else:
+            weighted, divergence, ratio = terms(student[part], teacher[part], ids, logprobs)
+        total = total + weighted
+        divergences.append(divergence)
+        ratios.append(ratio)
+    divergence, ratio = torch.cat(divergences), torch.cat(ratios)
+    metrics = {"mean_divergence": float(divergence.mean())}
+    if not bool(ratio.isnan().any()):
+        clip = setup.settings.distillation_is_clip
+        metrics |= {
+            "mean_importance_ratio": float(ratio.mean()),
+            "max_importance_ratio": float(ratio.max()),
+            "clipped_fraction": float((ratio > clip).float().mean()),
+        }
+    return total / max(n, 1), metrics
 
 
 def distill(
@@ -70,21 +144,22 @@ def distill(
     params: SDPOParams,
 ) -> dict[str, float]:
     """`num_iterations` optimizer steps towards the teacher; returns the step's metrics."""
-    settings = distill_settings(params)
-    sampled = _sampled(batch, teacher)
+    model = adapter.model
+    sampled = batch.sampled(teacher.device)
+    setup = LossSetup(
+        model, distill_settings(params), params.temperature, chunk_size(model.config.vocab_size)
+    )
     losses, divergences, grad_norms = [], [], []
     for _ in range(params.num_iterations):
-        student, mask = attempt_logits(adapter.model, batch.student_contexts, batch.attempts)
-        out = distillation_loss(
-            student / params.temperature, teacher, mask, settings=settings, sampled=sampled
-        )
+        student = attempt_hidden(model, batch.student_contexts, batch.attempts).hidden
+        loss, metrics = chunked_loss(setup, student, teacher, sampled)
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(adapter.student_params(), params.max_grad_norm)
         optimizer.step()
         adapter.update_teacher(params.teacher_update_rate)
-        losses.append(float(out.loss.detach()))
-        divergences.append(float(out.mean_divergence))
+        losses.append(float(loss.detach()))
+        divergences.append(metrics["mean_divergence"])
         grad_norms.append(float(norm))
     return {
         "loss": sum(losses) / len(losses),

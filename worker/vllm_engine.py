@@ -219,7 +219,7 @@ class VLLMEngine:
                 max_tokens=r.config.max_new_tokens,
                 seed=int(torch.randint(SEED_BOUND, (1,), generator=r.generator)),
                 logprobs=0,  # the sampled token's logprob only
-                stop_token_ids=[r.config.eos_token_id],
+                stop_token_ids=list(r.config.stop_token_ids),
                 detokenize=False,
             )
             for r in requests
@@ -228,7 +228,7 @@ class VLLMEngine:
         with self._lock:
             outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
         return [
-            [_sample(c, r.config.eos_token_id) for c in out.outputs]
+            [_sample(c, r.config.stop_token_ids) for c in out.outputs]
             for out, r in zip(outputs, requests, strict=True)
         ]
 
@@ -288,8 +288,9 @@ class VLLMEngine:
         self._cleanup()
 
 
-def _sample(completion: Any, eos_token_id: int) -> Sample:
-    """A vLLM CompletionOutput as a Sample: ids (eos included when produced) and logprobs."""
+def _sample(completion: Any, stop_token_ids: tuple[int, ...]) -> Sample:
+    """A vLLM CompletionOutput as a Sample: ids (the stop token included when produced) and
+    logprobs."""
     ids = list(completion.token_ids)
     logprobs = [step[token].logprob for step, token in zip(completion.logprobs, ids, strict=True)]
-    return Sample(ids, logprobs, finished=bool(ids) and ids[-1] == eos_token_id)
+    return Sample(ids, logprobs, finished=bool(ids) and ids[-1] in stop_token_ids)

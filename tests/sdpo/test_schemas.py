@@ -37,11 +37,22 @@ def test_errors_name_the_field(body, loc):
     assert loc in _locs(error.value)
 
 
-def test_defaults_and_params_are_filled_in():
+def test_defaults_are_filled_in_and_params_keep_only_what_was_asked():
+    """The worker fills in the rest from its model's profile (worker/profiles.py)."""
     problem = ProblemCreate(prompt="p", verifier=VERIFIER)
     assert problem.strategy == "sdpo" and problem.budget.max_attempts == 64
-    assert problem.params["teacher_model_kind"] == "ema"
-    assert "teacher_model_kind" not in BestOfKCreate(prompt="p", verifier=VERIFIER).params
+    assert problem.params == {}
+    asked = ProblemCreate(prompt="p", verifier=VERIFIER, params={"learning_rate": 0.5})
+    assert asked.params == {"learning_rate": 0.5}
+    with pytest.raises(ValidationError) as error:
+        BestOfKCreate(prompt="p", verifier=VERIFIER, params={"teacher_model_kind": "ema"})
+    assert ("params", "teacher_model_kind") in _locs(error.value)
+
+
+def test_the_reference_teacher_control_is_not_a_public_parameter():
+    with pytest.raises(ValidationError) as error:
+        ProblemCreate(prompt="p", verifier=VERIFIER, params={"teacher_context": "reference"})
+    assert ("params", "teacher_context") in _locs(error.value)
 
 
 def test_compare_expands_into_one_problem_per_strategy_and_seed():

@@ -98,7 +98,7 @@ def test_a_session_is_created_read_listed_and_paged(alice):
     body = created.json()
     assert created.headers["location"] == f"/v1/problems/{body['id']}"
     assert (body["status"], body["seed"], body["attempts_used"]) == ("queued", 3, 0)
-    assert body["params"]["num_generations"] == 2 and body["params"]["teacher_model_kind"] == "ema"
+    assert body["params"]["num_generations"] == 2  # as asked; a worker fills in the rest
     assert alice.get(f"/v1/problems/{body['id']}").json() == body
     listing = alice.get("/v1/problems", params={"limit": 1}).json()
     assert listing["total"] == 1 and listing["items"][0]["id"] == body["id"]

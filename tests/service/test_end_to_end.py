@@ -27,7 +27,7 @@ def cluster(tmp_path_factory, tiny_model_dir):
     server = EmbeddedRedis(folder / "redis").start()
     env = child_env(
         server.url,
-        SDPO_MODEL_PATH=str(tiny_model_dir),
+        SDPO_MODEL=str(tiny_model_dir),
         SDPO_CHECKPOINT_DIR=str(folder / "checkpoints"),
         **WORKER_ENV,
     )

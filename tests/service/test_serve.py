@@ -63,7 +63,7 @@ def started():
 
 
 def test_serve_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path, tiny_model_dir, started):
-    env = child_env("", SDPO_MODEL_PATH=str(tiny_model_dir), **WORKER_ENV)
+    env = child_env("", SDPO_MODEL=str(tiny_model_dir), **WORKER_ENV)
     env.pop("SDPO_REDIS_URL")
     data = tmp_path / "data"
     serve = Serve(data, env, tmp_path / "serve.log")

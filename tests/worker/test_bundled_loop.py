@@ -42,17 +42,25 @@ def test_each_strategy_solves_an_easy_problem(bundled_runtime, name):
 
 def test_reference_teacher_control_beats_best_of_k_on_a_hard_problem(bundled_runtime):
     """The distillation machinery works: shown a correct solution, the teacher makes SDPO
-    find it sooner than independent sampling does (the first hard problem, seed 0)."""
-    problem = heldout_problem(load_hard_set()["problems"][0]["index"])
-    control = make_strategy(
-        "sdpo", problem, {"teacher_context": "reference"}, bundled_runtime, seed=0
-    )
-    baseline = make_strategy("best_of_k", problem, {}, bundled_runtime, seed=0)
-    controlled, independent = _solve(control, budget=64), _solve(baseline, budget=64)
-    assert controlled.outcome == "solved"
-    assert independent.first_success is None or (
-        controlled.first_success.index < independent.first_success.index
-    )
+    find it sooner than independent sampling does (the first hard problem, seeds 0-3; one
+    seed alone is a coin toss, since best-of-k passes 0.3-2% of its attempts)."""
+    index = load_hard_set()["problems"][0]["index"]
+    budget, controlled, independent = 64, [], []
+    for seed in range(4):
+        control = make_strategy(
+            "sdpo", heldout_problem(index, with_reference=True), {}, bundled_runtime, seed=seed
+        )
+        baseline = make_strategy(
+            "best_of_k", heldout_problem(index), {}, bundled_runtime, seed=seed
+        )
+        controlled.append(_solve(control, budget))
+        independent.append(_solve(baseline, budget))
+    assert all(r.outcome == "solved" for r in controlled)
+
+    def attempts(result):  # to the first pass; an unsolved run counts as budget + 1
+        return result.first_success.index if result.first_success else budget + 1
+
+    assert sum(map(attempts, controlled)) < sum(map(attempts, independent))
 
 
 def test_discovery_bench_end_to_end(tmp_path):

@@ -6,7 +6,7 @@ from worker.generation import SamplingConfig, _top_p_filter, sample
 def _draw(loaded, seed, n=4, **config):
     prompt = loaded.chat_ids("Write f(xs): add ? to each element.")
     generator = torch.Generator().manual_seed(seed)
-    config = SamplingConfig(eos_token_id=loaded.eos_token_id, max_new_tokens=12, **config)
+    config = SamplingConfig(stop_token_ids=loaded.stop_token_ids, max_new_tokens=12, **config)
     with torch.inference_mode():
         return prompt, sample(loaded.model, prompt, n, config, generator=generator)
 

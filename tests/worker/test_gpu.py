@@ -17,7 +17,7 @@ from worker.model import load_model
 from worker.scoring import attempt_logits
 from worker.strategies import Runtime, make_strategy
 from worker.testbed.hardset import heldout_problem, load_hard_set
-from worker.update import DistillBatch, distill, make_optimizer, teacher_logits
+from worker.update import DistillBatch, distill, make_optimizer, teacher_hidden
 
 DEVICE = os.environ.get("SDPO_GPU_TEST_DEVICE", "cuda")
 
@@ -35,7 +35,7 @@ def on_device():
 
 
 def _config(loaded):
-    return SamplingConfig(eos_token_id=loaded.eos_token_id, max_new_tokens=64)
+    return SamplingConfig(stop_token_ids=loaded.stop_token_ids, max_new_tokens=64)
 
 
 def test_scoring_on_device_matches_cpu(on_device):
@@ -125,7 +125,7 @@ def test_bf16_update_is_finite():
             adapter,
             make_optimizer(adapter, params),
             batch,
-            teacher_logits(adapter, batch, 1.0),
+            teacher_hidden(adapter, batch),
             params,
         )
     finally:

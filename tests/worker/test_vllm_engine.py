@@ -72,7 +72,7 @@ def vllm_runtime(engine, sandbox):
 
 def _config(loaded, **overrides):
     values = {"temperature": 0.8, "top_p": 0.9, "max_new_tokens": 40, **overrides}
-    return SamplingConfig(eos_token_id=loaded.eos_token_id, **values)
+    return SamplingConfig(stop_token_ids=loaded.stop_token_ids, **values)
 
 
 def _draw(engine, seed, n=8, adapter=None, **config):

@@ -43,7 +43,7 @@ class DiscoveryConfig:
     problem_seed: int = 0
     control: str | None = None  # "reference-teacher"
     params: dict[str, dict] = field(default_factory=dict)  # per-strategy overrides
-    model: Path | None = None
+    model: str | None = None  # a catalogue name or a folder; None: the settings' model
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
 
 
@@ -68,11 +68,10 @@ def pick_problems(count: int, problem_seed: int) -> list[int]:
 
 
 async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: DiscoveryConfig):
-    problem = heldout_problem(index)
-    strategy_name, params = name, dict(config.params.get(name, {}))
-    if name == CONTROL_NAME:
-        strategy_name = "sdpo"
-        params = {**config.params.get("sdpo", {}), "teacher_context": "reference"}
+    control = name == CONTROL_NAME  # SDPO whose teacher sees the problem's reference prompt
+    problem = heldout_problem(index, with_reference=control)
+    strategy_name = "sdpo" if control else name
+    params = dict(config.params.get(strategy_name, {}))
     strategy = make_strategy(strategy_name, problem, params, runtime, seed=seed)
     started = time.perf_counter()
     phases: dict[str, float] = defaultdict(float)
@@ -126,7 +125,7 @@ def default_jobs(engine: EngineName) -> int:
 _worker_runtime: Runtime | None = None
 
 
-def _start_worker(engine: EngineName, model: Path | None) -> None:
+def _start_worker(engine: EngineName, model: str | None) -> None:
     """Process-pool initializer: one thread and one runtime (model + sandbox) per process."""
     global _worker_runtime
     torch.set_num_threads(1)

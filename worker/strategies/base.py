@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -39,17 +39,20 @@ class VerifierFailed(RuntimeError):
 class Problem:
     prompt: str
     verifier: Spec
-    # Diagnostic control only: a user message that gives the answer away (the problem plus a
-    # correct solution, `prompts.solution_prompt`), shown to the reference teacher.
+    # Diagnostic control only, never set for the API's problems: a user message that gives the
+    # answer away (the problem plus a correct solution, `prompts.solution_prompt`). When set,
+    # SDPO's teacher sees it instead of the feedback (the benchmark's reference-teacher control).
     reference_prompt: str | None = None
 
 
 @dataclass
 class Runtime:
-    """What a worker shares between sessions: the engine (and its model) and the sandbox."""
+    """What a worker shares between sessions: the engine (and its model), the sandbox, and
+    the operator's parameter defaults (SDPO_PARAMS), which override the model profile's."""
 
     engine: Engine
     sandbox: Sandbox
+    param_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy:
@@ -97,7 +100,7 @@ class Strategy:
 
     def _attempt(self, n: int) -> list[Attempt]:
         config = SamplingConfig(
-            eos_token_id=self.loaded.eos_token_id,
+            stop_token_ids=self.loaded.stop_token_ids,
             temperature=self.params.temperature,
             top_p=self.params.top_p,
             max_new_tokens=self.params.max_completion_length,

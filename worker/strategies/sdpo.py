@@ -13,11 +13,13 @@ from typing import Any
 from sdpo.params import SDPOParams
 
 from ..adapter import SessionAdapter
-from ..prompts import teacher_prompt
+from ..prompts import fit_teacher_prompt, teacher_prompt
 from ..records import Attempt, StepRecord
 from ..timing import timed
-from ..update import DistillBatch, distill, make_optimizer, teacher_logits
+from ..update import DistillBatch, distill, make_optimizer, teacher_hidden
 from .base import Strategy
+
+MIN_FEEDBACK_TOKENS = 16  # below this, a teacher prompt could not show any useful feedback
 
 
 class SDPO(Strategy):
@@ -26,8 +28,7 @@ class SDPO(Strategy):
 
     def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
         super().__init__(*args, seed=seed, **kwargs)
-        if self.params.teacher_context == "reference" and not self.problem.reference_prompt:
-            raise ValueError("teacher_context 'reference' needs a problem with a reference_prompt")
+        self.teacher_limit = self._teacher_limit()
         self.adapter = SessionAdapter(self.loaded.model, self.params, seed=seed)
         self.optimizer = make_optimizer(self.adapter, self.params)
 
@@ -37,29 +38,53 @@ class SDPO(Strategy):
     async def _learn(self, record: StepRecord) -> None:
         with timed(record.phase_s, "teacher"):
             batch = self._distill_batch(record.attempts)
-            teacher = await asyncio.to_thread(
-                teacher_logits, self.adapter, batch, self.params.temperature
-            )
+            teacher = await asyncio.to_thread(teacher_hidden, self.adapter, batch)
         with timed(record.phase_s, "train"):
             metrics = await asyncio.to_thread(
                 distill, self.adapter, self.optimizer, batch, teacher, self.params
             )
-            record.metrics.update(metrics)
+            record.metrics.update(metrics, feedback_truncated=batch.feedback_truncated)
         with timed(record.phase_s, "sync"):
             self.engine.sync_adapter(self.adapter)
 
+    def _teacher_limit(self) -> int:
+        """Most tokens a teacher prompt may have: max_reprompt_len, and room in the model's
+        context for the longest attempt after it. Refuses a problem that leaves no room."""
+        limit = self.params.max_reprompt_len
+        if context := self.loaded.context_length:
+            limit = min(limit, context - self.params.max_completion_length)
+        bare = len(self.loaded.chat_ids(teacher_prompt(self.problem.prompt, "")))
+        if bare + MIN_FEEDBACK_TOKENS > limit:
+            raise ValueError(
+                f"prompt: the teacher's prompt needs {bare} tokens before any feedback; with "
+                f"max_reprompt_len {self.params.max_reprompt_len}, max_completion_length "
+                f"{self.params.max_completion_length} and the model's context "
+                f"{self.loaded.context_length}, that leaves under {MIN_FEEDBACK_TOKENS} for it"
+            )
+        return limit
+
     def _distill_batch(self, failed: list[Attempt]) -> DistillBatch:
+        contexts = [self._teacher_ids(a) for a in failed]
         return DistillBatch(
             student_contexts=[self.problem_ids] * len(failed),
-            teacher_contexts=[self.loaded.chat_ids(self._teacher_text(a)) for a in failed],
+            teacher_contexts=[ids for ids, _ in contexts],
             attempts=[a.token_ids for a in failed],
             sampler_logprobs=[a.logprobs for a in failed],
+            feedback_truncated=sum(cut for _, cut in contexts),
         )
 
-    def _teacher_text(self, attempt: Attempt) -> str:
-        if self.params.teacher_context == "reference":
-            return self.problem.reference_prompt
-        return teacher_prompt(self.problem.prompt, attempt.judgement.feedback)
+    def _teacher_ids(self, attempt: Attempt) -> tuple[list[int], bool]:
+        """The teacher's prompt for one failed attempt, within `teacher_limit` tokens; the
+        attempt's own tokens go after it (the scorer appends them)."""
+        if self.problem.reference_prompt is not None:  # the benchmark's control only
+            return self.loaded.chat_ids(self.problem.reference_prompt), False
+        return fit_teacher_prompt(
+            self.loaded.chat_ids,
+            self.loaded.tokenizer,
+            self.problem.prompt,
+            attempt.judgement.feedback,
+            max_tokens=self.teacher_limit,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {

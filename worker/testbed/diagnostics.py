@@ -153,7 +153,7 @@ def sample_answers(
 ) -> list[str]:
     """n answers to one user message, sampled at temperature 1 by the engine's own sampler."""
     ids = tokenizer.encode(chat_prompt(user), add_special_tokens=False)
-    config = SamplingConfig(tokenizer.eos_token_id, max_new_tokens=MAX_NEW_TOKENS)
+    config = SamplingConfig((tokenizer.eos_token_id,), max_new_tokens=MAX_NEW_TOKENS)
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         samples = sample(model, ids, n, config, generator=generator)

@@ -41,10 +41,12 @@ class HardSetRule:
     seed: int = 0
 
 
-def heldout_problem(index: int) -> Problem:
-    """Held-out task `index` as the strategies take it (with the reference-teacher prompt)."""
+def heldout_problem(index: int, *, with_reference: bool = False) -> Problem:
+    """Held-out task `index` as the strategies take it; `with_reference` adds the prompt that
+    the reference-teacher control shows its teacher instead of the feedback."""
     task = heldout_task(index)
-    return Problem(prompt(task), parse_spec(verifier_spec(task)), reference_prompt(task))
+    reference = reference_prompt(task) if with_reference else None
+    return Problem(prompt(task), parse_spec(verifier_spec(task)), reference)
 
 
 def model_digest(folder: Path) -> str:
@@ -57,7 +59,7 @@ async def base_pass_rate(runtime: Runtime, index: int, rule: HardSetRule) -> flo
     loaded = runtime.engine.loaded
     judge = Judge(runtime.sandbox, parse_spec(verifier_spec(task)))
     ids = loaded.chat_ids(prompt(task))
-    config = SamplingConfig(loaded.eos_token_id, max_new_tokens=rule.max_new_tokens)
+    config = SamplingConfig(loaded.stop_token_ids, max_new_tokens=rule.max_new_tokens)
     generator = torch.Generator().manual_seed(rule.seed * 1_000_003 + index)
     passed = 0
     for start in range(0, rule.samples, rule.batch):

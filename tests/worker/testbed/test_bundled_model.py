@@ -6,10 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from worker.model import BUNDLED_MODEL_DIR
+from worker.catalogue import catalogue
 from worker.testbed.diagnostics import answer_passes, constant_lift, teacher_lift
 from worker.testbed.tasks import heldout_task, parse_code, prompt
 from worker.testbed.tokenizer import chat_prompt, vocabulary
+
+BUNDLED_MODEL_DIR = catalogue()["toy"].source()
 
 FILES = (
     "config.json",
