@@ -2,6 +2,7 @@
 a store, flushed before each test that uses it, and one real sandbox."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import redis
@@ -30,3 +31,20 @@ def sandbox() -> Sandbox:
     if not shutil.which("bwrap"):
         pytest.fail("bubblewrap is required for the sandbox tests (make test installs it)")
     return Sandbox(SandboxSettings(max_parallel=4))
+
+
+REPO = Path(__file__).resolve().parents[1]
+# The converted built-in GGUF models persist between runs (git-ignored), like `sdpo serve`'s.
+MODEL_CACHE = REPO / ".sdpo" / "models"
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2_source():
+    """The real SmolLM2-135M-Instruct from its PyPI wheel, converted once (about 30 s)."""
+    from worker.catalogue import catalogue, resolve_model
+
+    entry = catalogue()[SMOLLM2]
+    if entry.source() is None:
+        pytest.skip(f"the real model is not installed: {entry.install} (make test does it)")
+    return resolve_model(SMOLLM2, MODEL_CACHE)

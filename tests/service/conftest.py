@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
 from sdpo.embedded import free_port
@@ -155,3 +156,40 @@ def comparison(**overrides) -> dict:
     body = problem(**overrides)
     sampling = body.pop("params")
     return {"params": {"sdpo": sampling, "best_of_k": sampling}, **body}
+
+
+class Serve:
+    def __init__(self, data_dir: Path, env: dict[str, str], log: Path) -> None:
+        self.port, self.data_dir, self.log = free_port(), data_dir, log
+        argv = ["-m", "sdpo.cli", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, *argv], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_until(self._ready, 120, "sdpo serve ready")
+
+    def _ready(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()[-3000:]
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def redis_url(self) -> str:
+        return (self.data_dir / "redis" / "redis.url").read_text()
+
+    def stop(self, sig: signal.Signals) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(60)
+
+
+@pytest.fixture
+def started():
+    """Every `sdpo serve` a test starts; killed if the test left it running."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
