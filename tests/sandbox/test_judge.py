@@ -202,3 +202,12 @@ def test_function_module_level_failure_applies_to_every_test(sandbox):
     result = judge(sandbox, TWICE, "raise RuntimeError('at import')\n")
     assert [t.verdict for t in result.tests] == ["runtime_error", "runtime_error"]
     assert [t.input for t in result.tests] == ["twice([1, 2])", "twice([])"]
+
+
+def test_answer_picks_the_block_that_defines_the_entry_point(sandbox):
+    """A usage block after the solution would fail with a NameError if it were the one run."""
+    answer = (
+        "```python\ndef twice(xs):\n    return [2 * x for x in xs]\n```\n"
+        "Usage:\n```python\nprint(twice([1, 2]))\n```"
+    )
+    assert asyncio.run(sandbox.judge_answer(TWICE, answer)).passed
