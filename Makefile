@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[worker,embedded,dev]"
+	$(PY) -m pip install --quiet -e ".[worker,embedded,dev,problems]"
 	touch $@
 
 # Its torchvision, torchaudio and torchcodec builds break imports (`torchvision::nms does not

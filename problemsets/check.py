@@ -1,0 +1,46 @@
+"""`sdpo problems check`: every reference solution of a problem set, judged in the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sandbox import Sandbox
+from sdpo.problem_set import ProblemSetEntry
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A problem whose reference solution its own verifier does not accept."""
+
+    id: str
+    verdict: str
+    feedback: str
+
+
+@dataclass
+class CheckReport:
+    checked: int = 0
+    without_reference: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+async def check_problem_set(sandbox: Sandbox, entries: Sequence[ProblemSetEntry]) -> CheckReport:
+    """Judge every reference solution (as program text, or the raw answer of an answer-mode
+    checker), all at once: the sandbox bounds the processes that run in parallel."""
+    report = CheckReport()
+    judged = [e for e in entries if e.reference_solution is not None]
+    report.without_reference = [e.id for e in entries if e.reference_solution is None]
+    judgements = await asyncio.gather(
+        *(sandbox.judge(e.verifier, e.reference_solution or "") for e in judged)
+    )
+    report.checked = len(judged)
+    for entry, judgement in zip(judged, judgements, strict=True):
+        if not judgement.passed:
+            report.failures.append(Failure(entry.id, judgement.verdict, judgement.feedback))
+    return report
