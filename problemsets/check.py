@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sandbox import Sandbox
+from sandbox import Judgement, Sandbox
 from sdpo.problem_set import ProblemSetEntry
 
 
@@ -32,13 +32,18 @@ class CheckReport:
 
 async def check_problem_set(sandbox: Sandbox, entries: Sequence[ProblemSetEntry]) -> CheckReport:
     """Judge every reference solution (as program text, or the raw answer of an answer-mode
-    checker), all at once: the sandbox bounds the processes that run in parallel."""
+    checker), as many at once as the sandbox runs in parallel."""
     report = CheckReport()
     judged = [e for e in entries if e.reference_solution is not None]
     report.without_reference = [e.id for e in entries if e.reference_solution is None]
-    judgements = await asyncio.gather(
-        *(sandbox.judge(e.verifier, e.reference_solution or "") for e in judged)
-    )
+    # the sandbox bounds processes; this bounds attempt folders waiting for them
+    waiting = asyncio.Semaphore(2 * sandbox.settings.max_parallel)
+
+    async def judge(entry: ProblemSetEntry) -> Judgement:
+        async with waiting:
+            return await sandbox.judge(entry.verifier, entry.reference_solution or "")
+
+    judgements = await asyncio.gather(*(judge(e) for e in judged))
     report.checked = len(judged)
     for entry, judgement in zip(judged, judgements, strict=True):
         if not judgement.passed:

@@ -79,20 +79,20 @@ def check(
 ) -> None:
     """Judge every reference solution in the sandbox; exit 1 if any fails, 2 if the file is bad."""
     from problemsets.check import check_problem_set
-    from sandbox import Sandbox, SandboxUnavailable
+    from sandbox import Sandbox, SandboxError, SandboxUnavailable
 
     from .problem_set import ProblemSetError, load_problem_set
 
     try:
         entries = load_problem_set(file)
         report = asyncio.run(check_problem_set(Sandbox(), entries))
-    except (ProblemSetError, SandboxUnavailable) as error:
+    except (ProblemSetError, SandboxUnavailable, SandboxError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     for failure in report.failures:
         typer.echo(f"FAIL {failure.id} ({failure.verdict})\n{failure.feedback}\n")
     if report.without_reference:
-        typer.echo(f"{len(report.without_reference)} problems have no reference_solution")
+        typer.echo(f"without a reference_solution: {len(report.without_reference)}")
     typer.echo(
         f"{report.checked - len(report.failures)} of {report.checked} reference solutions pass"
     )

@@ -38,7 +38,7 @@ def test_check_reports_failing_references_and_exits_1(tmp_path):
         result.output
     )
     assert "FAIL ok" not in result.output
-    assert "1 problems have no reference_solution" in result.output
+    assert "without a reference_solution: 1" in result.output
     assert "1 of 2 reference solutions pass" in result.output
 
 
