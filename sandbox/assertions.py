@@ -126,21 +126,35 @@ def _repr(value):
 def explain(exc, filename):
     """The report of an assert of the test code that failed, or None if `exc` came from
     elsewhere (an assert in the candidate's own code is the candidate's runtime error)."""
+    key = _raising_assert(exc, filename)
+    if key is None:
+        return None
+    source, kind, parts, _ = _shown[key]
+    kept = _kept.get(key, {})
+    values = [[text, _repr(kept[slot])] for slot, text in parts if slot in kept]
+    message = _repr(exc.args[0]) if exc.args else ""
+    return {"status": "assertion", "test": source, "kind": kind, "values": values,
+            "calls": calls_of(exc, filename), "message": message}  # fmt: skip
+
+
+def calls_of(exc, filename):
+    """What the candidate's calls inside the raising assert returned before `exc` (e.g. the
+    None that a TypeError in the test line came from): [[source, repr], ...]."""
+    key = _raising_assert(exc, filename)
+    if key is None:
+        return []
+    kept = _kept.get(key, {})
+    return [[text, _repr(kept[slot])] for slot, text in _shown[key][3] if slot in kept]
+
+
+def _raising_assert(exc, filename):
+    """The key of the rewritten assert that `exc` was raised in, if any."""
     tb = exc.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next
     if tb.tb_frame.f_code.co_filename != filename:
         return None
-    key = _statement_at(tb)
-    if key is None:
-        return None
-    source, kind, parts, calls = _shown[key]
-    kept = _kept.get(key, {})
-    values = [[text, _repr(kept[slot])] for slot, text in parts if slot in kept]
-    returned = [[text, _repr(kept[slot])] for slot, text in calls if slot in kept]
-    message = _repr(exc.args[0]) if exc.args else ""
-    return {"status": "assertion", "test": source, "kind": kind, "values": values,
-            "calls": returned, "message": message}  # fmt: skip
+    return _statement_at(tb)
 
 
 def _statement_at(tb):

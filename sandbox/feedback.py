@@ -124,13 +124,17 @@ def assertion_text(report: dict) -> str:
     else:
         text = "".join(f"{source} was {value}." for source, value in values[:1])
     shown = {source for source, _ in values}
-    calls = [f"{source} returned {value}" for source, value in report.get("calls", [])
-             if source not in shown]  # fmt: skip
+    calls = [call for call in report.get("calls", []) if call[0] not in shown]
     if calls:
-        text += " Where " + "; ".join(calls) + "."
+        text += " " + returned_text(calls)
     if report.get("message"):
         text += f"\nAssertion message: {report['message']}"
     return text
+
+
+def returned_text(calls: list[list[str]]) -> str:
+    """What the candidate's calls in a test returned: "Where f(1) returned 2; f(2) returned 3."."""
+    return "Where " + "; ".join(f"{source} returned {value}" for source, value in calls) + "."
 
 
 def _test_block(test: TestResult) -> str:

@@ -242,6 +242,8 @@ def run_tests(tests, namespace, fn, assertions):
         failed = isinstance(exc, AssertionError) and assertions["explain"](exc, TESTS)
         report = failed or error_report(exc, SOLUTION)
         report.setdefault("test", test_line(exc))
+        if report["status"] == "exception":
+            report["calls"] = assertions["calls_of"](exc, TESTS)
         return report
     return {"status": "ok"}
 

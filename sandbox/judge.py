@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .compare import tokens_match, values_match
 from .extract import NO_CODE_FEEDBACK, extract_code
-from .feedback import assertion_text, build_feedback, build_unit_feedback
+from .feedback import assertion_text, build_feedback, build_unit_feedback, returned_text
 from .isolation import (
     DIR_PREFIX,
     HarnessRun,
@@ -148,9 +148,12 @@ class Sandbox:
         CPU budget. The report names the test that failed and the values it saw."""
         limits = TestLimits(spec.time_limit_s, spec.memory_limit_mb, spec.time_limit_s)
         outcome = await self._run("unit", files_dir, spec.test_code, limits, spec.entry_point)
-        result = _failed_run(outcome, limits, 0, outcome.report.get("test"))
-        if outcome.report.get("status") == "assertion" and result.verdict == "wrong_answer":
-            result.error = assertion_text(outcome.report)
+        report = outcome.report
+        result = _failed_run(outcome, limits, 0, report.get("test"))
+        if report.get("status") == "assertion" and result.verdict == "wrong_answer":
+            result.error = assertion_text(report)
+        elif result.verdict == "runtime_error" and report.get("calls"):
+            result.error += "\n" + returned_text(report["calls"])
         return result
 
     async def _checker_test(self, spec: CheckerSpec, files_dir: str, code: str) -> TestResult:

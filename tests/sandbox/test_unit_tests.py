@@ -105,6 +105,18 @@ def test_runtime_error_points_into_the_candidate_and_names_the_test(sandbox):
     )
 
 
+def test_an_error_in_the_test_line_shows_what_the_candidate_returned(sandbox):
+    result = judge(sandbox, unit("assert len(candidate([1])) == 1\n"), "def total(xs):\n    pass\n")
+    assert result.verdict == "runtime_error"
+    assert result.feedback == (
+        "Runtime error:\n"
+        "TypeError: object of type 'NoneType' has no len()\n"
+        "Where candidate([1]) returned None.\n"
+        "Test:\n"
+        "    assert len(candidate([1])) == 1"
+    )
+
+
 def test_an_assert_of_the_candidate_is_its_runtime_error(sandbox):
     code = "def total(xs):\n    assert xs, 'empty'\n    return sum(xs)\n"
     result = judge(sandbox, unit(), code)
