@@ -145,6 +145,12 @@ def test_time_budget_covers_the_whole_attempt():
     )
 
 
+def test_exiting_early_is_not_a_pass(sandbox):
+    for exit_call in ("import os; os._exit(0)", "import sys; sys.exit(0)"):
+        result = judge(sandbox, unit(), f"def total(xs):\n    {exit_call}\n")
+        assert result.verdict == "runtime_error", exit_call
+
+
 def test_missing_entry_point_and_compile_error(sandbox):
     missing = judge(sandbox, unit(), "def other(xs):\n    return 0\n")
     assert missing.verdict == "runtime_error"
