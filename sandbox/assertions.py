@@ -27,7 +27,7 @@ def _start(key):
 
 
 def _keep(key, slot, value):
-    _kept[key][slot] = value
+    _kept.setdefault(key, {})[slot] = value  # a lambda in an assert may run after it
     return value
 
 
@@ -41,7 +41,6 @@ class _Rewriter(ast.NodeTransformer):
         key = next(self.keys)
         slots = itertools.count()
         test = node.test
-        parts = []
         if isinstance(test, ast.Compare):
             kind = "compare"
             operands = [test.left, *test.comparators]

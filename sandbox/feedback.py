@@ -12,7 +12,7 @@ test that was running.
 
 from __future__ import annotations
 
-from .result import TestResult
+from .result import TestResult, UnitReport
 
 MAX_INPUT_LINES = 8
 MAX_LINE_CHARS = 250
@@ -112,27 +112,27 @@ def clip(text: str) -> str:
     return text[: MAX_FEEDBACK_CHARS - len(_TRUNCATED)] + _TRUNCATED
 
 
-def assertion_text(report: dict) -> str:
-    """What a failed assertion saw, from the harness's report: the values of both sides of a
-    comparison (every operand of a chain), of the operand of `not`, or of the whole test, and
-    what the calls to the candidate inside it returned."""
-    values, kind = report.get("values", []), report.get("kind")
-    if kind == "compare" and len(values) == 2:
+def assertion_text(failed: UnitReport) -> str:
+    """What a failed assertion saw: the values of both sides of a comparison (every operand of
+    a chain), of the operand of `not`, or of the whole test, and what the calls to the
+    candidate inside it returned."""
+    values = failed.values
+    if failed.kind == "compare" and len(values) == 2:
         text = f"The left side was {values[0][1]}, the right side was {values[1][1]}."
-    elif kind == "compare":
+    elif failed.kind == "compare":
         text = "The operands were " + ", ".join(v for _, v in values) + "."
     else:
         text = "".join(f"{source} was {value}." for source, value in values[:1])
     shown = {source for source, _ in values}
-    calls = [call for call in report.get("calls", []) if call[0] not in shown]
+    calls = [call for call in failed.calls if call[0] not in shown]
     if calls:
         text += " " + returned_text(calls)
-    if report.get("message"):
-        text += f"\nAssertion message: {report['message']}"
+    if failed.message:
+        text += f"\nAssertion message: {failed.message}"
     return text
 
 
-def returned_text(calls: list[list[str]]) -> str:
+def returned_text(calls: list[tuple[str, str]]) -> str:
     """What the candidate's calls in a test returned: "Where f(1) returned 2; f(2) returned 3."."""
     return "Where " + "; ".join(f"{source} returned {value}" for source, value in calls) + "."
 

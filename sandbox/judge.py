@@ -29,7 +29,7 @@ from .isolation import (
     sweep_stale_dirs,
     write_files,
 )
-from .result import VERDICT_PRIORITY, Judgement, TestResult, Verdict
+from .result import VERDICT_PRIORITY, Judgement, TestResult, UnitReport, Verdict
 from .settings import SandboxSettings, get_settings
 from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec, Spec, UnitTestsSpec
 
@@ -148,12 +148,12 @@ class Sandbox:
         CPU budget. The report names the test that failed and the values it saw."""
         limits = TestLimits(spec.time_limit_s, spec.memory_limit_mb, spec.time_limit_s)
         outcome = await self._run("unit", files_dir, spec.test_code, limits, spec.entry_point)
-        report = outcome.report
-        result = _failed_run(outcome, limits, 0, report.get("test"))
-        if report.get("status") == "assertion" and result.verdict == "wrong_answer":
-            result.error = assertion_text(report)
-        elif result.verdict == "runtime_error" and report.get("calls"):
-            result.error += "\n" + returned_text(report["calls"])
+        unit = UnitReport.parse(outcome.report)
+        result = _failed_run(outcome, limits, 0, unit.test)
+        if outcome.report.get("status") == "assertion" and result.verdict == "wrong_answer":
+            result.error = assertion_text(unit)
+        elif result.verdict == "runtime_error" and unit.calls:
+            result.error += "\n" + returned_text(unit.calls)
         return result
 
     async def _checker_test(self, spec: CheckerSpec, files_dir: str, code: str) -> TestResult:

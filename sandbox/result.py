@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 Verdict = Literal[
     "accepted",
@@ -75,3 +75,27 @@ class Judgement(BaseModel):
     feedback: str = Field(..., description="The text the self-teacher sees; empty when passed.")
     tests: list[TestResult]
     time_s: float
+
+
+class UnitReport(BaseModel):
+    """The parts of the harness's unit-mode report that feedback shows. The report comes from
+    the candidate's process, so it is validated, never trusted: anything malformed is dropped."""
+
+    test: str | None = Field(None, description="Source of the test that was running.")
+    kind: Literal["compare", "not", "value"] = Field(
+        "value", description="What the failing assert tested: a comparison, a `not`, a value."
+    )
+    values: list[tuple[str, str]] = Field(
+        default_factory=list, description="(source, repr) of each side or operand evaluated."
+    )
+    calls: list[tuple[str, str]] = Field(
+        default_factory=list, description="(source, repr) of each call to the candidate in it."
+    )
+    message: str = Field("", description="The assert's own message, if it has one.")
+
+    @classmethod
+    def parse(cls, report: dict) -> UnitReport:
+        try:
+            return cls.model_validate(report)
+        except ValidationError:
+            return cls()

@@ -8,7 +8,7 @@ from sandbox.feedback import (
     truncate_input,
     truncate_output,
 )
-from sandbox.result import TestResult
+from sandbox.result import TestResult, UnitReport
 
 
 def _t(index, verdict, input="", output="", expected="", **fields):
@@ -97,19 +97,17 @@ def test_whole_feedback_capped():
 
 
 def test_assertion_text_for_each_kind():
-    compare = {"kind": "compare", "values": [["f(1)", "2"], ["3", "3"]], "calls": []}
+    compare = UnitReport(kind="compare", values=[("f(1)", "2"), ("3", "3")])
     assert assertion_text(compare) == "The left side was 2, the right side was 3."
-    chain = {"kind": "compare", "values": [["0", "0"], ["f(1)", "9"], ["5", "5"]], "calls": []}
+    chain = UnitReport(kind="compare", values=[("0", "0"), ("f(1)", "9"), ("5", "5")])
     assert assertion_text(chain) == "The operands were 0, 9, 5."
-    value = {
-        "kind": "value",
-        "values": [["isclose(f(1), 2.0)", "False"]],
-        "calls": [["f(1)", "1.5"]],
-        "message": "'close'",
-    }
+    value = UnitReport(
+        values=[("isclose(f(1), 2.0)", "False")], calls=[("f(1)", "1.5")], message="'close'"
+    )
     assert assertion_text(value) == (
         "isclose(f(1), 2.0) was False. Where f(1) returned 1.5.\nAssertion message: 'close'"
     )
+    assert UnitReport.parse({"status": "assertion", "test": 5, "values": "x"}) == UnitReport()
 
 
 def test_unit_feedback_names_the_running_test():

@@ -151,6 +151,16 @@ def test_exiting_early_is_not_a_pass(sandbox):
         assert result.verdict == "runtime_error", exit_call
 
 
+def test_a_malformed_report_cannot_break_the_judge(sandbox):
+    code = """\
+        import os, sys
+        os.write(int(sys.argv[1]), b'{"status": "assertion", "test": 5, "values": "x"}')
+        os._exit(0)
+    """
+    result = judge(sandbox, unit(), code)
+    assert result.verdict == "wrong_answer" and result.tests[0].input is None
+
+
 def test_missing_entry_point_and_compile_error(sandbox):
     missing = judge(sandbox, unit(), "def other(xs):\n    return 0\n")
     assert missing.verdict == "runtime_error"
