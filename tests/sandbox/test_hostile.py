@@ -1,4 +1,4 @@
-"""Hostile programs: each must get a verdict while the host sees no effect (DESIGN.md §7)."""
+"""Hostile programs: each must get a verdict while the host sees no effect."""
 
 import asyncio
 import os
