@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from .report import parse_report
 from .settings import SandboxSettings
 
 INNER_DIR = "/sandbox"  # where the attempt's files appear inside the sandbox
@@ -291,12 +292,13 @@ def _outcome(returncode: int, captures, wall_s: float, timed_out: bool) -> Proce
         report = json.loads(bytes(rep.data)) if rep.data and not rep.exceeded else {}
     except ValueError:
         report = {}
+    report = parse_report(report)
     return ProcessOutcome(
         returncode=returncode,
         signal=sig,
         stdout=bytes(out.data),
         stderr=bytes(err.data),
-        report=report if isinstance(report, dict) else {},
+        report=report,
         wall_s=wall_s,
         timed_out=timed_out,
         output_exceeded=out.exceeded or err.exceeded,

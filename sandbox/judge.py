@@ -210,12 +210,19 @@ def _function_result(spec: FunctionTestsSpec, index: int, call: str, report: dic
         result.verdict, result.error = "runtime_error", _error_text(report)
     elif "json" in report:
         result.output = str(report["json"])
-        got = json.loads(result.output)
-        if not values_match(got, test.expected, spec.float_tolerance):
+        if not _json_matches(result.output, test.expected, spec.float_tolerance):
             result.verdict = "wrong_answer"
     else:
         result.verdict, result.output = "wrong_answer", str(report.get("repr", ""))
     return result
+
+
+def _json_matches(text: str, expected: object, tol: float) -> bool:
+    try:
+        got = json.loads(text)
+    except ValueError:  # the harness writes valid JSON: this report was forged
+        return False
+    return values_match(got, expected, tol)
 
 
 _STATUS_VERDICTS: dict[str, Verdict] = {"memory": "memory_limit", "file_limit": "output_limit"}
@@ -244,7 +251,7 @@ def _classify(outcome: ProcessOutcome, limits: TestLimits) -> tuple[Verdict, str
     if outcome.timed_out or outcome.signal in (signal.SIGXCPU, signal.SIGKILL):
         return "time_limit", ""
     if status == "compile_error":
-        return "compile_error", report["error"]["text"]
+        return "compile_error", report.get("error", {}).get("text", "")
     if status in _SPEC_FAILURES:
         return "invalid_spec", f"{_SPEC_FAILURES[status]}: {_error_text(report)}"
     if status == "memory":
@@ -264,7 +271,7 @@ def _classify(outcome: ProcessOutcome, limits: TestLimits) -> tuple[Verdict, str
 
 def _error_text(report: dict) -> str:
     if report.get("status") == "exit":
-        return f"SystemExit: {report['code']}"
+        return f"SystemExit: {report.get('code', '')}"
     error = report.get("error", {})
     if "text" in error:
         return error["text"]
