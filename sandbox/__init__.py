@@ -1,4 +1,4 @@
-"""Isolated execution and judging of untrusted candidate programs (DESIGN.md §4).
+"""Isolated execution and judging of untrusted candidate programs.
 
 Standalone: imports nothing else of sdpo-serve. The worker uses `Sandbox`; operators and
 scripts use `python -m sandbox run --spec SPEC.json --code FILE`.
@@ -6,10 +6,10 @@ scripts use `python -m sandbox run --spec SPEC.json --code FILE`.
 
 from .extract import NO_CODE_FEEDBACK, extract_code
 from .isolation import SandboxUnavailable
-from .judge import Sandbox, SandboxError, Spec
+from .judge import Sandbox, SandboxError
 from .result import Judgement, TestResult, Verdict
 from .settings import SandboxSettings, get_settings
-from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec, parse_spec
+from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec, Spec, UnitTestsSpec, parse_spec
 
 __all__ = [
     "NO_CODE_FEEDBACK",
@@ -23,6 +23,7 @@ __all__ = [
     "SandboxUnavailable",
     "Spec",
     "TestResult",
+    "UnitTestsSpec",
     "Verdict",
     "extract_code",
     "get_settings",

@@ -1,14 +1,18 @@
-"""The feedback text the self-teacher sees (DESIGN.md §4).
+"""The feedback text the self-teacher sees.
 
 Only failing tests. A compile error alone; otherwise a runtime error first (traceback frames in
 the candidate's code, then the input), then a resource limit; only when neither occurred, up to
 two wrong answers, shortest input first, as Input / Output / Expected. Every piece is truncated
 so that one huge test cannot crowd the rest of the teacher's context out.
+
+Assert-based tests (unit_tests) run as one process, so their feedback names the one failure:
+the runtime error or limit, or the failed assertion with the values of its parts, and then the
+test that was running.
 """
 
 from __future__ import annotations
 
-from .result import TestResult
+from .result import TestResult, UnitReport
 
 MAX_INPUT_LINES = 8
 MAX_LINE_CHARS = 250
@@ -106,3 +110,50 @@ def clip(text: str) -> str:
     if len(text) <= MAX_FEEDBACK_CHARS:
         return text
     return text[: MAX_FEEDBACK_CHARS - len(_TRUNCATED)] + _TRUNCATED
+
+
+def assertion_text(failed: UnitReport) -> str:
+    """What a failed assertion saw: the values of both sides of a comparison (every operand of
+    a chain), of the operand of `not`, or of the whole test, and what the calls to the
+    candidate inside it returned."""
+    values = failed.values
+    if failed.kind == "compare" and len(values) == 2:
+        text = f"The left side was {values[0][1]}, the right side was {values[1][1]}."
+    elif failed.kind == "compare":
+        text = "The operands were " + ", ".join(v for _, v in values) + "."
+    else:
+        text = "".join(f"{source} was {value}." for source, value in values[:1])
+    shown = {source for source, _ in values}
+    calls = [call for call in failed.calls if call[0] not in shown]
+    if calls:
+        text += " " + returned_text(calls)
+    if failed.message:
+        text += f"\nAssertion message: {failed.message}"
+    return text
+
+
+def returned_text(calls: list[tuple[str, str]]) -> str:
+    """What the candidate's calls in a test returned: "Where f(1) returned 2; f(2) returned 3."."""
+    return "Where " + "; ".join(f"{source} returned {value}" for source, value in calls) + "."
+
+
+def _test_block(test: TestResult) -> str:
+    return f"\nTest:\n    {test.input}" if test.input else ""
+
+
+def build_unit_feedback(
+    tests: list[TestResult], *, time_limit_s: float, memory_limit_mb: int
+) -> str:
+    """Feedback of assert-based tests (one result per attempt); empty when they passed."""
+    test = tests[0]
+    if test.verdict == "accepted":
+        return ""
+    if test.verdict == "compile_error":
+        return clip(test.error.rstrip())
+    if test.verdict == "runtime_error":
+        return clip(f"Runtime error:\n{test.error.rstrip()}" + _test_block(test))
+    if test.verdict in _LIMIT_TITLES:
+        note = limit_note(test.verdict, time_limit_s, memory_limit_mb)
+        return clip(f"{_LIMIT_TITLES[test.verdict]} ({note})." + _test_block(test))
+    source = "\n".join("    " + line for line in (test.input or "").splitlines())
+    return clip(f"Failed assertion:\n{source}\n{test.error}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from .report import parse_report
 from .settings import SandboxSettings
 
 INNER_DIR = "/sandbox"  # where the attempt's files appear inside the sandbox
@@ -291,12 +292,13 @@ def _outcome(returncode: int, captures, wall_s: float, timed_out: bool) -> Proce
         report = json.loads(bytes(rep.data)) if rep.data and not rep.exceeded else {}
     except ValueError:
         report = {}
+    report = parse_report(report)
     return ProcessOutcome(
         returncode=returncode,
         signal=sig,
         stdout=bytes(out.data),
         stderr=bytes(err.data),
-        report=report if isinstance(report, dict) else {},
+        report=report,
         wall_s=wall_s,
         timed_out=timed_out,
         output_exceeded=out.exceeded or err.exceeded,
@@ -332,15 +334,16 @@ def _weak_scratch_dir() -> str:
     return path
 
 
-@lru_cache(maxsize=1)
-def _harness_source() -> str:
-    return Path(__file__).with_name("harness.py").read_text(encoding="utf-8")
+@lru_cache(maxsize=4)
+def helper_source(name: str) -> str:
+    """A file of this package that runs inside the sandbox (harness.py, assertions.py)."""
+    return Path(__file__).with_name(name).read_text(encoding="utf-8")
 
 
 def write_files(directory: Path, files: dict[str, str]) -> None:
     """Place the attempt's files where the sandboxed user can read but not change them."""
     directory.chmod(0o755)
-    for name, text in {"harness.py": _harness_source(), **files}.items():
+    for name, text in {"harness.py": helper_source("harness.py"), **files}.items():
         path = directory / name
         path.write_text(text, encoding="utf-8")
         path.chmod(0o644)

@@ -18,21 +18,20 @@ from pathlib import Path
 
 from .compare import tokens_match, values_match
 from .extract import NO_CODE_FEEDBACK, extract_code
-from .feedback import build_feedback
+from .feedback import assertion_text, build_feedback, build_unit_feedback, returned_text
 from .isolation import (
     DIR_PREFIX,
     HarnessRun,
     Isolator,
     ProcessOutcome,
     TestLimits,
+    helper_source,
     sweep_stale_dirs,
     write_files,
 )
-from .result import VERDICT_PRIORITY, Judgement, TestResult, Verdict
+from .result import VERDICT_PRIORITY, Judgement, TestResult, UnitReport, Verdict
 from .settings import SandboxSettings, get_settings
-from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec
-
-Spec = IoTestsSpec | FunctionTestsSpec | CheckerSpec
+from .spec import CheckerSpec, FunctionTestsSpec, IoTestsSpec, Spec, UnitTestsSpec
 
 
 class SandboxError(RuntimeError):
@@ -74,14 +73,13 @@ class Sandbox:
         """Judge program text as is (no extraction)."""
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"{DIR_PREFIX}{os.getpid()}-") as tmp:
-            files = {"solution.py": code}
-            if isinstance(spec, CheckerSpec):
-                files["checker.py"] = spec.code
-            write_files(Path(tmp), files)
+            write_files(Path(tmp), _files(spec, code))
             if isinstance(spec, IoTestsSpec):
                 tests = await self._io_tests(spec, tmp)
             elif isinstance(spec, FunctionTestsSpec):
                 tests = await self._function_tests(spec, tmp)
+            elif isinstance(spec, UnitTestsSpec):
+                tests = [await self._unit_tests(spec, tmp)]
             else:
                 tests = [await self._checker_test(spec, tmp, code)]
         return _judgement(spec, tests, time.perf_counter() - started)
@@ -146,6 +144,19 @@ class Sandbox:
             for i in range(n)
         ]
 
+    async def _unit_tests(self, spec: UnitTestsSpec, files_dir: str) -> TestResult:
+        """One process per attempt: the candidate, then the tests (fed on stdin), under one
+        CPU budget. The report names the test that failed and the values it saw."""
+        limits = TestLimits(spec.time_limit_s, spec.memory_limit_mb, spec.time_limit_s)
+        outcome = await self._run("unit", files_dir, spec.test_code, limits, spec.entry_point)
+        unit = UnitReport.parse(outcome.report)
+        result = _failed_run(outcome, limits, 0, unit.test)
+        if outcome.report.get("status") == "assertion" and result.verdict == "wrong_answer":
+            result.error = assertion_text(unit)
+        elif result.verdict == "runtime_error" and unit.calls:
+            result.error += "\n" + returned_text(unit.calls)
+        return result
+
     async def _checker_test(self, spec: CheckerSpec, files_dir: str, code: str) -> TestResult:
         if spec.mode == "answer":
             result = TestResult(index=0, verdict="accepted", time_s=0.0, output=code)
@@ -163,6 +174,18 @@ class Sandbox:
         elif not report.get("ok"):
             result.verdict, result.error = "wrong_answer", report.get("message", "")
         return result
+
+
+def _files(spec: Spec, code: str) -> dict[str, str]:
+    """What the attempt's folder holds besides the harness (the tests of unit_tests go on stdin)."""
+    files = {"solution.py": code}
+    if spec.prelude:
+        files["prelude.py"] = spec.prelude
+    if isinstance(spec, UnitTestsSpec):
+        files["assertions.py"] = helper_source("assertions.py")
+    if isinstance(spec, CheckerSpec):
+        files["checker.py"] = spec.code
+    return files
 
 
 def _limits(spec: Spec) -> TestLimits:
@@ -188,15 +211,24 @@ def _function_result(spec: FunctionTestsSpec, index: int, call: str, report: dic
         result.verdict, result.error = "runtime_error", _error_text(report)
     elif "json" in report:
         result.output = str(report["json"])
-        got = json.loads(result.output)
-        if not values_match(got, test.expected, spec.float_tolerance):
+        if not _json_matches(result.output, test.expected, spec.float_tolerance):
             result.verdict = "wrong_answer"
     else:
         result.verdict, result.output = "wrong_answer", str(report.get("repr", ""))
     return result
 
 
+def _json_matches(text: str, expected: object, tol: float) -> bool:
+    try:
+        got = json.loads(text)
+    except ValueError:  # the harness writes valid JSON: this report was forged
+        return False
+    return values_match(got, expected, tol)
+
+
 _STATUS_VERDICTS: dict[str, Verdict] = {"memory": "memory_limit", "file_limit": "output_limit"}
+# harness statuses that mean the verifier itself is broken, not the candidate
+_SPEC_FAILURES = {"prelude_error": "The prelude failed", "tests_error": "The test code failed"}
 
 
 def _failed_run(outcome: ProcessOutcome, limits: TestLimits, index: int, shown_input) -> TestResult:
@@ -220,13 +252,17 @@ def _classify(outcome: ProcessOutcome, limits: TestLimits) -> tuple[Verdict, str
     if outcome.timed_out or outcome.signal in (signal.SIGXCPU, signal.SIGKILL):
         return "time_limit", ""
     if status == "compile_error":
-        return "compile_error", report["error"]["text"]
+        return "compile_error", report.get("error", {}).get("text", "")
+    if status in _SPEC_FAILURES:
+        return "invalid_spec", f"{_SPEC_FAILURES[status]}: {_error_text(report)}"
     if status == "memory":
         return "memory_limit", ""
-    if report.get("cpu_s", 0.0) > limits.time_limit_s:
+    if status == "time_limit" or report.get("cpu_s", 0.0) > limits.time_limit_s:
         return "time_limit", ""
     if status in ("exception", "exit"):
         return "runtime_error", _error_text(report)
+    if status == "assertion":
+        return "wrong_answer", ""
     if outcome.signal:
         return "runtime_error", f"Killed by signal {_signal_name(outcome.signal)}." + _tail(outcome)
     if status != "ok":
@@ -236,7 +272,7 @@ def _classify(outcome: ProcessOutcome, limits: TestLimits) -> tuple[Verdict, str
 
 def _error_text(report: dict) -> str:
     if report.get("status") == "exit":
-        return f"SystemExit: {report['code']}"
+        return f"SystemExit: {report.get('code', '')}"
     error = report.get("error", {})
     if "text" in error:
         return error["text"]
@@ -257,22 +293,22 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _tail(outcome: ProcessOutcome, lines: int = 5) -> str:
+def _tail(outcome: ProcessOutcome, lines: int = 5, line_chars: int = 250) -> str:
     text = outcome.stderr.decode("utf-8", errors="replace").strip()
-    return "\n" + "\n".join(text.splitlines()[-lines:]) if text else ""
+    shown = [line[:line_chars] for line in text.splitlines()[-lines:]]
+    return "\n" + "\n".join(shown) if text else ""
 
 
 def _judgement(spec: Spec, tests: list[TestResult], time_s: float) -> Judgement:
     verdict = min((t.verdict for t in tests), key=VERDICT_PRIORITY.index)
-    feedback = build_feedback(
-        tests, time_limit_s=spec.time_limit_s, memory_limit_mb=spec.memory_limit_mb
-    )
+    build = build_unit_feedback if isinstance(spec, UnitTestsSpec) else build_feedback
+    feedback = build(tests, time_limit_s=spec.time_limit_s, memory_limit_mb=spec.memory_limit_mb)
     if verdict == "invalid_spec":
         feedback = tests[0].error
     return Judgement(
         passed=verdict == "accepted",
         verdict=verdict,
         feedback=feedback,
-        tests=tests,
+        tests=[t.excerpt() for t in tests],  # verdicts and feedback saw the whole output
         time_s=round(time_s, 4),
     )

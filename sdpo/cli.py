@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .cli_problems import problems_app
 
 app = typer.Typer(
     help="sdpo-serve: test-time self-distillation as a service.", no_args_is_help=True
@@ -25,6 +26,7 @@ bench_app = typer.Typer(help="Benchmarks (they print ratios and write JSON + PNG
 testbed_app = typer.Typer(help="The bundled CPU model's task family and hard set.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(testbed_app, name="testbed")
+app.add_typer(problems_app, name="problems")
 
 STRATEGY_HELP = "Comma-separated strategies: sdpo, best_of_k, multi_turn."
 

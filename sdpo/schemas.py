@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -82,6 +82,21 @@ class ProblemCreate(_ProblemBase):
         default_factory=dict,
         validate_default=True,
         description="The strategy's parameters (DESIGN.md §1); omitted ones take defaults.",
+    )
+    # problem-set metadata (sdpo/problem_set.py), accepted so that a line of a problem-set file
+    # can be POSTed as it is; the session does not keep it
+    id: str | None = Field(
+        None, max_length=200, description="The problem's id in its problem set (not the session's)."
+    )
+    reference_solution: str | None = Field(
+        None,
+        max_length=MAX_PROMPT_CHARS,
+        description="A known-good program (the raw answer, for an answer-mode checker) that "
+        "`sdpo problems check` judges; never shown to the model.",
+    )
+    source: str | None = Field(None, max_length=200, description="Where the problem comes from.")
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=32, description="Free-form labels."
     )
 
     @field_validator("params")

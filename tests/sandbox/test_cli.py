@@ -38,6 +38,13 @@ def test_judged_code_prints_one_json_object(tmp_path):
     assert wrong.returncode == 0 and json.loads(wrong.stdout)["verdict"] == "wrong_answer"
 
 
+def test_a_flood_of_output_prints_a_short_result(tmp_path):
+    done = run_cli(tmp_path, SPEC, "while True:\n    print('x' * 4096)\n")
+    result = json.loads(done.stdout)
+    assert result["verdict"] == "output_limit" and result["tests"][0]["truncated"] is True
+    assert len(done.stdout) < 4096  # the sandbox captured 1 MiB of it
+
+
 def test_raw_answer_flag_extracts_code(tmp_path):
     done = run_cli(tmp_path, SPEC, "Here:\n```python\nprint(4)\n```\n", "--raw-answer")
     assert json.loads(done.stdout)["passed"] is True

@@ -1,12 +1,14 @@
-"""Feedback text against exact expected strings (DESIGN.md §4)."""
+"""Feedback text against exact expected strings."""
 
 from sandbox.feedback import (
     MAX_FEEDBACK_CHARS,
+    assertion_text,
     build_feedback,
+    build_unit_feedback,
     truncate_input,
     truncate_output,
 )
-from sandbox.result import TestResult
+from sandbox.result import TestResult, UnitReport
 
 
 def _t(index, verdict, input="", output="", expected="", **fields):
@@ -92,3 +94,39 @@ def test_whole_feedback_capped():
     text = _feedback(tests)
     assert len(text) == MAX_FEEDBACK_CHARS
     assert text.endswith("\n... (truncated)")
+
+
+def test_assertion_text_for_each_kind():
+    compare = UnitReport(kind="compare", values=[("f(1)", "2"), ("3", "3")])
+    assert assertion_text(compare) == "The left side was 2, the right side was 3."
+    chain = UnitReport(kind="compare", values=[("0", "0"), ("f(1)", "9"), ("5", "5")])
+    assert assertion_text(chain) == "The operands were 0, 9, 5."
+    value = UnitReport(
+        values=[("isclose(f(1), 2.0)", "False")], calls=[("f(1)", "1.5")], message="'close'"
+    )
+    assert assertion_text(value) == (
+        "isclose(f(1), 2.0) was False. Where f(1) returned 1.5.\nAssertion message: 'close'"
+    )
+    assert UnitReport.parse({"status": "assertion", "test": 5, "values": "x"}) == UnitReport()
+
+
+def test_unit_feedback_names_the_running_test():
+    def unit(verdict, **fields):
+        return [_t(0, verdict, input=None, **fields)]
+
+    def feedback(tests):
+        return build_unit_feedback(tests, time_limit_s=2, memory_limit_mb=256)
+
+    assert feedback(unit("accepted")) == ""
+    assert feedback(unit("memory_limit")) == "Memory limit exceeded (limit 256 MB)."
+    wrong = unit("wrong_answer", error="The left side was 1, the right side was 2.")
+    wrong[0].input = "assert f(\n    0) == 2"
+    assert feedback(wrong) == (
+        "Failed assertion:\n    assert f(\n        0) == 2\n"
+        "The left side was 1, the right side was 2."
+    )
+    error = unit("runtime_error", error="ZeroDivisionError: division by zero")
+    error[0].input = "assert f(0) == 2"
+    assert feedback(error) == (
+        "Runtime error:\nZeroDivisionError: division by zero\nTest:\n    assert f(0) == 2"
+    )

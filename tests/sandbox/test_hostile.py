@@ -1,4 +1,4 @@
-"""Hostile programs: each must get a verdict while the host sees no effect (DESIGN.md §7)."""
+"""Hostile programs: each must get a verdict while the host sees no effect."""
 
 import asyncio
 import os
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import parse_spec
+from sandbox.result import MAX_EXCERPT_CHARS
 
 ONE = parse_spec({"type": "io_tests", "tests": [{"input": "", "output": "ok"}], "time_limit_s": 1})
 
@@ -183,9 +184,19 @@ def test_writes_outside_the_sandbox_fail(sandbox, tmp_path):
 def test_infinite_stdout_and_stderr_are_capped(sandbox):
     flood, elapsed = judge(sandbox, "while True:\n    print('x' * 4096)\n")
     assert flood.verdict == "output_limit" and elapsed < 5
-    assert len(flood.tests[0].output) <= 1024 * 1024
+    assert flood.tests[0].truncated and len(flood.tests[0].output) == MAX_EXCERPT_CHARS
+    assert len(flood.model_dump_json()) < 4 * MAX_EXCERPT_CHARS  # not the megabyte captured
     err, _ = judge(sandbox, "import sys\nwhile True:\n    sys.stderr.write('e' * 4096)\n")
     assert err.verdict == "output_limit"
+
+
+def test_a_long_wrong_output_is_judged_whole_and_kept_as_an_excerpt(sandbox):
+    spec = parse_spec({"type": "io_tests", "tests": [{"output": "x" * 300_000}]})
+    assert judge(sandbox, "print('x' * 300_000)\n", spec)[0].passed
+    wrong, _ = judge(sandbox, "print('x' * 299_999)\n", spec)
+    assert wrong.verdict == "wrong_answer" and wrong.tests[0].truncated
+    assert wrong.tests[0].output == "x" * MAX_EXCERPT_CHARS
+    assert "Output:\n" + "x" * 250 + "...\nExpected:" in wrong.feedback
 
 
 def test_segfault(sandbox):

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from sandbox import CheckerSpec, FunctionTestsSpec, IoTestsSpec, parse_spec
+from sandbox import CheckerSpec, FunctionTestsSpec, IoTestsSpec, UnitTestsSpec, parse_spec
 
 
 def test_parses_each_type():
@@ -9,6 +9,8 @@ def test_parses_each_type():
     spec = parse_spec('{"type": "function_tests", "entry_point": "f", "tests": [{"expected": 1}]}')
     assert isinstance(spec, FunctionTestsSpec) and spec.tests[0].args == []
     assert isinstance(parse_spec({"type": "checker", "code": "def check(o): 1"}), CheckerSpec)
+    unit = parse_spec({"type": "unit_tests", "entry_point": "f", "test_code": "assert f() == 1"})
+    assert isinstance(unit, UnitTestsSpec) and unit.prelude == "" and unit.time_limit_s == 2.0
 
 
 @pytest.mark.parametrize(
@@ -24,6 +26,10 @@ def test_parses_each_type():
         ),
         ({"type": "checker", "code": ""}, "code"),
         ({"type": "checker", "code": "x", "mode": "other"}, "mode"),
+        ({"type": "unit_tests", "entry_point": "f"}, "test_code"),
+        ({"type": "unit_tests", "entry_point": "f x", "test_code": "assert 1"}, "entry_point"),
+        ({"type": "unit_tests", "entry_point": "f", "test_code": ""}, "test_code"),
+        ({"type": "io_tests", "tests": [{"output": "1"}], "prelude": 3}, "prelude"),
         ({"type": "shell"}, "type"),
         ({"type": "io_tests", "tests": [{"output": "1"}], "surprise": 1}, "surprise"),
     ],
