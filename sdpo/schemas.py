@@ -197,6 +197,11 @@ class StepPublic(BaseModel):
     elapsed_s: float = Field(
         ..., description="Seconds from the session's start to this step's end."
     )
+    resumed_without_checkpoint: bool = Field(
+        False,
+        description="This step follows a resume that found no checkpoint (no shared checkpoint "
+        "folder): the adapter and optimizer started afresh while the counters carried on.",
+    )
 
 
 class Solution(BaseModel):

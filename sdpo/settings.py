@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     )
     checkpoint_dir: Path | None = Field(
         None,
-        description="Session checkpoints, shared by all workers. Empty: <data_dir>/checkpoints.",
+        description="Session checkpoints, shared by all workers: with workers on several "
+        "machines, a shared volume (e.g. ReadWriteMany), else a resumed session restarts its "
+        "adapter (its step says resumed_without_checkpoint). Empty: <data_dir>/checkpoints.",
     )
     worker_name: str | None = Field(
         None, description="Consumer name in the job group. Empty: <hostname>-<pid>."

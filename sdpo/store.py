@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError, WatchError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .schemas import (
     TERMINAL,
@@ -133,11 +133,12 @@ class CommitResult(enum.Enum):
 
 
 # -- Lua: every script touches the keys of one session only ---------------------------------------
-_CREATE_EVENT = "status"
-
+# The lease (ARGV[3]) is new for every call and doubles as its idempotency token: a retried call
+# whose first run happened finds its own lease in place and answers what the first run did.
 _CLAIM = """
-local s = redis.call('HMGET', KEYS[1], 'status', 'job_id')
+local s = redis.call('HMGET', KEYS[1], 'status', 'job_id', 'lease', 'claim_result', 'claims')
 if not s[1] then return {'missing', '0'} end
+if s[1] == 'running' and s[3] == ARGV[3] then return {s[4], s[5]} end
 local result
 if s[1] == 'queued' then
   result = 'claimed'
@@ -150,7 +151,7 @@ else
   return {s[1], '0'}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'job_id', ARGV[1], 'worker', ARGV[2],
-           'lease', ARGV[3])
+           'lease', ARGV[3], 'claim_result', result)
 local claims = redis.call('HINCRBY', KEYS[1], 'claims', 1)
 local data = cjson.encode({status='running', worker=ARGV[2], claims=claims})
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'status', 'data', data)
@@ -177,12 +178,16 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'type', 'step', 'data',
 return 'committed'
 """
 
-# ARGV: lease ('' = not leased, e.g. a cancel of a queued session), status, error, now, ttl, maxlen
+# ARGV: lease ('' = not leased, e.g. a cancel of a queued session), status, error, now, ttl, maxlen.
+# A retried call whose first run ended the session finds its lease in 'ended_by' and answers 1.
 _FINISH = """
-local s = redis.call('HMGET', KEYS[1], 'lease', 'status', 'attempts_used', 'first_success_attempt')
-if not s[2] or (s[2] ~= 'running' and s[2] ~= 'queued') then return 0 end
+local s = redis.call('HMGET', KEYS[1], 'lease', 'status', 'attempts_used', 'first_success_attempt',
+                     'ended_by')
+if not s[2] then return 0 end
+if ARGV[1] ~= '' and s[5] == ARGV[1] then return 1 end
+if s[2] ~= 'running' and s[2] ~= 'queued' then return 0 end
 if (s[1] or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[4], 'ended_by', ARGV[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
 redis.call('HDEL', KEYS[1], 'lease')
 local data = {status=ARGV[2], attempts_used=tonumber(s[3]),
@@ -206,14 +211,56 @@ end
 return status
 """
 
-# A worker that stops on purpose hands its session back to the queue.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued')
+# A worker that stops on purpose hands its session back: the session is queued again, a new job
+# enqueued and the old one acknowledged, in one step (two calls could leave a queued session
+# without a job). KEYS: session, events, jobs. ARGV: lease, maxlen, group, old job id. A retried
+# call whose first run happened finds its lease in 'released_by' and answers 1, enqueuing nothing.
+_REQUEUE = """
+local s = redis.call('HMGET', KEYS[1], 'lease', 'released_by')
+if s[2] == ARGV[1] then return 1 end
+if s[1] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'released_by', ARGV[1])
 redis.call('HDEL', KEYS[1], 'lease', 'job_id', 'worker')
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'status', 'data',
            cjson.encode({status='queued'}))
+redis.call('XADD', KEYS[3], '*', 'session', redis.call('HGET', KEYS[1], 'id'))
+redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
+redis.call('XDEL', KEYS[3], ARGV[4])
 return 1
+"""
+
+# Admission and creation in one step, so parallel requests cannot all pass the checks and then
+# all write (check-then-act). KEYS: owner active, owner sessions, jobs, stats, idempotency, compare,
+# then session and events of each new session. ARGV[1]: the CreatePlan as JSON.
+_CREATE = """
+local p = cjson.decode(ARGV[1])
+if p.idempotent then
+  local earlier = redis.call('GET', KEYS[5])
+  if earlier then return {'replay', earlier} end
+end
+local n = #p.sessions
+if redis.call('XLEN', KEYS[3]) + n > p.max_queue then return {'queue_full', ''} end
+if redis.call('SCARD', KEYS[1]) + n > p.quota then return {'quota', ''} end
+if p.idempotent then redis.call('SET', KEYS[5], p.record, 'EX', p.idempotency_ttl_s) end
+local function flat(map)
+  local out = {}
+  for k, v in pairs(map) do out[#out + 1] = k; out[#out + 1] = v end
+  return out
+end
+for i, fields in ipairs(p.sessions) do
+  redis.call('HSET', KEYS[5 + 2 * i], unpack(flat(fields)))
+  redis.call('XADD', KEYS[6 + 2 * i], 'MAXLEN', '~', p.events_maxlen, '*', 'type', 'status',
+             'data', cjson.encode({status='queued'}))
+  redis.call('ZADD', KEYS[2], fields.created_at, fields.id)
+  redis.call('SADD', KEYS[1], fields.id)
+  redis.call('XADD', KEYS[3], '*', 'session', fields.id)
+end
+if p.compare then
+  redis.call('HSET', KEYS[6], unpack(flat(p.compare)))
+  redis.call('EXPIRE', KEYS[6], p.compare_ttl_s)
+end
+redis.call('HINCRBY', KEYS[4], 'sessions_created', n)
+return {'created', ''}
 """
 
 # Keep a job pending under its consumer: resets the idle time that XAUTOCLAIM looks at, but only
@@ -509,100 +556,101 @@ class Store:
         self._commit = redis.register_script(_COMMIT)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
-        self._release = redis.register_script(_RELEASE)
+        self._requeue = redis.register_script(_REQUEUE)
+        self._create_script = redis.register_script(_CREATE)
         self._snapshots = _Coalesced(redis, _SNAPSHOT)
 
     # -- gateway: create ------------------------------------------------------------------------
     async def create(self, request: CreateRequest) -> Created:
-        """Create sessions and enqueue their jobs atomically (MULTI/EXEC), or replay an earlier
-        request with the same Idempotency-Key. Raises QueueFull, QuotaExceeded,
+        """Create sessions and enqueue their jobs, admission included, in one script; or replay
+        an earlier request with the same Idempotency-Key. Raises QueueFull, QuotaExceeded,
         IdempotencyConflict."""
-        if request.idempotency_key is None:
-            await self._admit(request)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                return await self._create(request, pipe)
-        key = idempotency_key(request.owner, request.idempotency_key)
-        while True:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    if (earlier := await pipe.get(key)) is not None:
-                        return self._replay(request, json.loads(earlier))
-                    await self._admit(request)
-                    return await self._create(request, pipe, key)
-                except WatchError:  # a concurrent request with this key won: replay it
-                    continue
+        now = time.time()
+        ids = [uuid.uuid4().hex for _ in request.problems]
+        compare_id = uuid.uuid4().hex if request.compare else None
+        keys, plan = self._create_plan(request, ids, compare_id, now)
+        result, earlier = await self._create_script(keys=keys, args=[json.dumps(plan)])
+        if result == "quota" and await self._prune_active(request.owner):
+            result, earlier = await self._create_script(keys=keys, args=[json.dumps(plan)])
+        if result == "replay":
+            return self._replay(request, json.loads(earlier))
+        if result == "queue_full":
+            raise QueueFull
+        if result == "quota":
+            raise QuotaExceeded
+        return Created(ids=ids, compare_id=compare_id)
 
     def _replay(self, request: CreateRequest, earlier: dict[str, Any]) -> Created:
         if earlier["fingerprint"] != request.fingerprint():
             raise IdempotencyConflict
         return Created(ids=earlier["ids"], compare_id=earlier.get("compare_id"), replayed=True)
 
-    async def _admit(self, request: CreateRequest) -> None:
-        model = request.problems[0].model
-        if await self.redis.xlen(jobs_key(model)) + len(request.problems) > self.config.max_queue:
-            raise QueueFull
-        active = await self.active_sessions(request.owner)
-        if active + len(request.problems) > self.config.quota_active_sessions:
-            raise QuotaExceeded
-
-    async def _create(
-        self, request: CreateRequest, pipe: Any, idem_key: str | None = None
-    ) -> Created:
-        now = time.time()
-        ids = [uuid.uuid4().hex for _ in request.problems]
-        compare_id = uuid.uuid4().hex if request.compare else None
-        pipe.multi()
-        if idem_key is not None:
-            record = {"ids": ids, "compare_id": compare_id, "fingerprint": request.fingerprint()}
-            pipe.set(idem_key, json.dumps(record), ex=self.config.idempotency_ttl_s)
+    def _create_plan(
+        self, request: CreateRequest, ids: list[str], compare_id: str | None, now: float
+    ) -> tuple[list[str], dict[str, Any]]:
+        owner = request.owner
+        keys = [
+            owner_active_key(owner),
+            owner_sessions_key(owner),
+            jobs_key(request.problems[0].model),
+            STATS_KEY,
+            idempotency_key(owner, request.idempotency_key or ""),
+            compare_key(compare_id or ""),
+        ]
+        sessions = []
         for sid, problem in zip(ids, request.problems, strict=True):
-            fields = _new_session_hash(sid, request.owner, problem, now)
+            fields = _new_session_hash(sid, owner, problem, now)
             if compare_id:
                 fields["compare_id"] = compare_id
-            self._queue_session(pipe, fields, problem.model)
+            sessions.append(fields)
+            keys += [session_key(sid), events_key(sid)]
+        record = {"ids": ids, "compare_id": compare_id, "fingerprint": request.fingerprint()}
+        plan: dict[str, Any] = {
+            "idempotent": request.idempotency_key is not None,
+            "record": json.dumps(record),
+            "idempotency_ttl_s": self.config.idempotency_ttl_s,
+            "max_queue": self.config.max_queue,
+            "quota": self.config.quota_active_sessions,
+            "events_maxlen": self.config.events_maxlen,
+            "sessions": sessions,
+        }
         if request.compare is not None:
-            self._add_compare(pipe, compare_id, request, ids)
-        pipe.hincrby(STATS_KEY, "sessions_created", len(ids))
-        await pipe.execute()
-        return Created(ids=ids, compare_id=compare_id)
+            plan["compare"] = self._compare_fields(compare_id, request, ids, now)
+            budget = request.compare.budget
+            plan["compare_ttl_s"] = (
+                self.config.session_ttl_s + int(budget.max_wall_s or 0) + COMPARE_MIN_TTL_S
+            )
+        return keys, plan
 
-    def _queue_session(self, pipe: Any, fields: dict[str, str], model: str) -> None:
-        sid, owner = fields["id"], fields["owner"]
-        pipe.hset(session_key(sid), mapping=fields)
-        data = json.dumps({"status": "queued"})
-        pipe.xadd(
-            events_key(sid),
-            {"type": _CREATE_EVENT, "data": data},
-            maxlen=self.config.events_maxlen,
-            approximate=True,
-        )
-        pipe.zadd(owner_sessions_key(owner), {sid: float(fields["created_at"])})
-        pipe.sadd(owner_active_key(owner), sid)
-        pipe.xadd(jobs_key(model), {"session": sid})
-
-    def _add_compare(self, pipe: Any, cid: str, request: CreateRequest, ids: list[str]) -> None:
+    @staticmethod
+    def _compare_fields(
+        cid: str, request: CreateRequest, ids: list[str], now: float
+    ) -> dict[str, str]:
         compare = request.compare
         runs = [
             {"strategy": p.strategy, "seed": p.seed, "session_id": sid}
             for sid, p in zip(ids, request.problems, strict=True)
         ]
-        fields = {
+        return {
             "id": cid,
             "owner": request.owner,
-            "created_at": repr(time.time()),
+            "created_at": repr(now),
             "runs": json.dumps(runs),
             "budget": compare.budget.model_dump_json(),
             "seed": str(compare.seed),
             "repeats": str(compare.repeats),
         }
-        pipe.hset(compare_key(cid), mapping=fields)
-        ttl = self.config.session_ttl_s + int(compare.budget.max_wall_s or 0) + COMPARE_MIN_TTL_S
-        pipe.expire(compare_key(cid), ttl)
 
     async def active_sessions(self, owner: str) -> int:
-        """Queued or running sessions of an owner. Drops members that ended (a worker that
-        died between its final script and the set's update leaves one behind)."""
+        """Queued or running sessions of an owner."""
+        await self._prune_active(owner)
+        return await self.redis.scard(owner_active_key(owner))
+
+    async def _prune_active(self, owner: str) -> int:
+        """Drop members of the owner's active set that ended (a worker that died between its
+        final script and the set's update leaves one behind); returns how many. Safe outside
+        the create script: a session is added to the set together with its hash, and a
+        member that ended never becomes active again."""
         members = list(await self.redis.smembers(owner_active_key(owner)))
         if not members:
             return 0
@@ -613,7 +661,7 @@ class Store:
         ended = [sid for sid, s in zip(members, statuses, strict=True) if s in TERMINAL or not s]
         if ended:
             await self.redis.srem(owner_active_key(owner), *ended)
-        return len(members) - len(ended)
+        return len(ended)
 
     # -- gateway: read --------------------------------------------------------------------------
     async def get(self, sid: str) -> SessionState | None:
@@ -710,10 +758,13 @@ class Store:
         return [SessionState.from_hash(h) if h else None for h in rows]
 
     # -- workers --------------------------------------------------------------------------------
-    async def claim(self, sid: str, job_id: str, consumer: str) -> Claim | str:
+    async def claim(
+        self, sid: str, job_id: str, consumer: str, lease: str | None = None
+    ) -> Claim | str:
         """Take a session for a job: a queued one, or a running one whose worker died (the same
-        job entry, reclaimed). Returns the claim, or why not (a status, or 'missing')."""
-        lease = uuid.uuid4().hex
+        job entry, reclaimed). Returns the claim, or why not (a status, or 'missing'). The
+        lease is new for every claim (tests pass their own)."""
+        lease = lease or uuid.uuid4().hex
         args = [job_id, consumer, lease, repr(time.time()), self.config.events_maxlen]
         result, _ = await self._claim(keys=[session_key(sid), events_key(sid)], args=args)
         if result not in ("claimed", "resumed"):
@@ -751,6 +802,13 @@ class Store:
                 pipe.hincrby(STATS_KEY, phase_field(phase, "count"), 1)
             await pipe.execute()
 
+    async def add_event(self, sid: str, type_: str, data: dict[str, Any]) -> None:
+        """An event outside the scripts (a note for the client; no state changes with it)."""
+        fields = {"type": type_, "data": json.dumps(data)}
+        await self.redis.xadd(
+            events_key(sid), fields, maxlen=self.config.events_maxlen, approximate=True
+        )
+
     async def cancel_requested(self, sid: str) -> bool:
         return await self.redis.hget(session_key(sid), "cancel_requested") == "1"
 
@@ -758,10 +816,12 @@ class Store:
         """End a session the worker holds: solved, exhausted, cancelled or failed."""
         return await self._end(sid, lease, status, error)
 
-    async def release(self, sid: str, lease: str) -> bool:
-        """Give a held session back to the queue (the caller enqueues a new job)."""
-        args = [lease, self.config.events_maxlen]
-        return bool(await self._release(keys=[session_key(sid), events_key(sid)], args=args))
+    async def requeue(self, sid: str, lease: str, job: Job, jobs: str) -> bool:
+        """Give a held session back to the queue: a new job on the stream `jobs` replaces `job`.
+        False: the lease was not ours (the job is left to its new holder)."""
+        keys = [session_key(sid), events_key(sid), jobs]
+        args = [lease, self.config.events_maxlen, JOB_GROUP, job.id]
+        return bool(await self._requeue(keys=keys, args=args))
 
     async def heartbeat(self, consumer: str) -> None:
         now = time.time()
@@ -814,6 +874,7 @@ class JobQueue:
         self.redis = redis
         self.key = jobs_key(model)
         self._touch = redis.register_script(_TOUCH)
+        self._cursor = "0-0"  # where the next XAUTOCLAIM scan of the pending list starts
 
     async def ensure_group(self) -> None:
         try:  # from "0": jobs enqueued before the first worker ever started are kept
@@ -835,14 +896,21 @@ class JobQueue:
         return Job(id=job_id, session_id=fields["session"])
 
     async def reclaim(self, consumer: str, min_idle_ms: int) -> Job | None:
-        """Take over the oldest job that has been silent for min_idle_ms (a dead worker's)."""
-        reply = await self.redis.xautoclaim(
-            self.key, JOB_GROUP, consumer, min_idle_ms, start_id="0-0", count=1
-        )
-        for job_id, fields in reply[1]:
-            if job_id is not None and fields:
-                return Job(id=job_id, session_id=fields["session"])
-        return None
+        """Take over a job that has been silent for min_idle_ms (a dead worker's). One call
+        scans the whole pending list if it must: XAUTOCLAIM looks at most COUNT x 10 entries,
+        and its cursor says where to go on (0-0: the scan wrapped around)."""
+        wrapped = False
+        while True:
+            cursor, claimed, *_ = await self.redis.xautoclaim(
+                self.key, JOB_GROUP, consumer, min_idle_ms, start_id=self._cursor, count=1
+            )
+            wrapped = wrapped or self._cursor == "0-0"
+            self._cursor = cursor
+            for job_id, fields in claimed:
+                if job_id is not None and fields:
+                    return Job(id=job_id, session_id=fields["session"])
+            if cursor == "0-0" and wrapped:
+                return None
 
     async def touch(self, consumer: str, job: Job) -> bool:
         """Heartbeat for a job. False: another worker has reclaimed it."""
