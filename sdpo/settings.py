@@ -186,6 +186,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _sessions_outlive_their_keys(self) -> Settings:
+        if self.session_ttl_s < self.idempotency_ttl_s:
+            raise ValueError(
+                f"session_ttl_s ({self.session_ttl_s}) must be at least idempotency_ttl_s "
+                f"({self.idempotency_ttl_s}): a retried POST would find its key but not its "
+                "session"
+            )
+        return self
+
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)

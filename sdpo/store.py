@@ -124,6 +124,10 @@ class IdempotencyConflict(Exception):
     """An Idempotency-Key was reused with a different request body."""
 
 
+class ReplayExpired(Exception):
+    """An Idempotency-Key still maps to sessions that have expired (or were lost)."""
+
+
 class CommitResult(enum.Enum):
     COMMITTED = "committed"
     DUPLICATE = "duplicate"  # this very step was committed before (a retried call)

@@ -19,7 +19,7 @@ from sdpo.schemas import (
     StepPublic,
 )
 from sdpo.settings import Settings
-from sdpo.store import CreateRequest, SessionState, Store
+from sdpo.store import CreateRequest, ReplayExpired, SessionState, Store
 
 from ..deps import CurrentCaller, OwnedProblem, OwnedSnapshot, SettingsDep, StoreDep
 from ..errors import FieldInvalid, documented
@@ -63,7 +63,9 @@ def check_model(model: str, settings: Settings) -> None:
 
 async def create_one(store: Store, request: CreateRequest) -> Response:
     created = await store.create(request)
-    state, steps = await store.snapshot(created.ids[0])
+    if (snapshot := await store.snapshot(created.ids[0])) is None:
+        raise ReplayExpired  # only a replay can miss its session
+    state, steps = snapshot
     response = problem_response(state, steps, status=202)
     response.headers["Location"] = f"/v1/problems/{state.id}"
     if created.replayed:

@@ -46,3 +46,9 @@ def test_get_settings_is_cached_and_can_be_reset(monkeypatch):
     monkeypatch.setenv("SDPO_PORT", "9123")
     assert get_settings() is get_settings() and get_settings().port == 9123
     get_settings.cache_clear()
+
+
+def test_refuses_sessions_that_expire_before_their_idempotency_keys():
+    with pytest.raises(ValidationError, match="session_ttl_s"):
+        Settings(session_ttl_s=3600, idempotency_ttl_s=7200)
+    assert Settings(session_ttl_s=7200, idempotency_ttl_s=7200).session_ttl_s == 7200

@@ -2,6 +2,7 @@
 authentication and tenant isolation, idempotency, SSE resume and comparisons. Where a test
 needs progress, it drives the session through the store exactly as a worker does."""
 
+import asyncio
 import json
 
 import httpx
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 from sdpo.embedded import free_port
 from sdpo.schemas import AttemptPublic, Solution, StepPublic
 from sdpo.settings import Settings
-from sdpo.store import Claim, JobQueue, StepCommit, Store
+from sdpo.store import Claim, JobQueue, StepCommit, Store, session_keys
 
 from .conftest import KEY_A, KEY_B, comparison, gateway_in_thread, problem
 
@@ -342,3 +343,21 @@ def test_redis_down_is_503_with_retry_after():
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
         ready = httpx.get(f"{url}/readyz")
         assert ready.status_code == 503 and ready.json()["redis"] is False
+
+
+async def test_a_replay_after_its_session_expired_is_409_naming_the_key(alice, store):
+    headers = {"Idempotency-Key": "order-expired"}
+    first = alice.post("/v1/problems", json=problem(), headers=headers)
+    await store.redis.delete(*session_keys(first.json()["id"]))  # its expiry came first
+    again = alice.post("/v1/problems", json=problem(), headers=headers)
+    assert again.status_code == 409 and _fields(again) == ["Idempotency-Key"]
+    assert "expired" in again.json()["message"]
+
+
+async def test_parallel_posts_never_pass_the_quota(gateway, redis_url):
+    """50 POSTs at once against a quota of 4: admission checks and reserves in one step."""
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=30) as client:
+        posts = [client.post("/v1/problems", json=problem()) for _ in range(50)]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*posts))
+    assert statuses == [202] * 4 + [429] * 46
