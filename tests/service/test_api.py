@@ -4,6 +4,8 @@ needs progress, it drives the session through the store exactly as a worker does
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 
 import httpx
 import pytest
@@ -361,3 +363,25 @@ async def test_parallel_posts_never_pass_the_quota(gateway, redis_url):
         posts = [client.post("/v1/problems", json=problem()) for _ in range(50)]
         statuses = sorted(r.status_code for r in await asyncio.gather(*posts))
     assert statuses == [202] * 4 + [429] * 46
+
+
+BIG_BODY = b"x" * (30 * 1024 * 1024)
+
+
+def test_a_client_sending_30_mb_reads_the_413(alice, gateway):
+    """Python clients send the whole body before they read an answer (no Expect:
+    100-continue): a server that answers early and closes resets them mid-send."""
+    response = alice.post(
+        "/v1/problems", content=BIG_BODY, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and _fields(response) == ["body"]
+    request = urllib.request.Request(
+        f"{gateway}/v1/problems",
+        data=BIG_BODY,
+        headers={"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"] == "body_too_large"
+    refused.value.close()
