@@ -179,6 +179,11 @@ class AttemptPublic(BaseModel):
     feedback: str = Field("", description="What the self-teacher saw (failing tests only).")
     tests: list[TestPublic] = Field(default_factory=list)
     tokens: int = 0
+    elided: bool = Field(
+        False,
+        description="The text and code were not kept: the session's attempt records reached "
+        "the server's attempt_log_bytes. The verdict and feedback were.",
+    )
 
 
 class StepPublic(BaseModel):

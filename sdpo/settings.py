@@ -67,6 +67,23 @@ class Settings(BaseSettings):
         50, ge=1, description="Queued + running sessions per API key; beyond that, POST gets 429."
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 429 or 503.")
+    max_wall_s_limit: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Largest budget.max_wall_s a request may ask for (422 beyond); a session "
+        "without one gets this.",
+    )
+    num_generations_limit: int = Field(
+        64, ge=1, description="Largest params.num_generations a request may ask for (422 beyond)."
+    )
+    max_completion_length_limit: int = Field(
+        4096,
+        ge=1,
+        description="Largest params.max_completion_length a request may ask for (422 beyond).",
+    )
+    event_streams_per_tenant: int = Field(
+        8, ge=1, description="Open event streams (SSE) per API key; beyond that, 429."
+    )
 
     # -- store --------------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -113,6 +130,12 @@ class Settings(BaseSettings):
         30_000, ge=100, description="A job silent this long belongs to a dead worker: reclaim it."
     )
     block_ms: int = Field(2000, ge=10, le=60_000, description="Worker wait for a new job.")
+    attempt_log_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of attempt records kept per session; past them, an attempt keeps "
+        "its verdict and feedback but not its text and code (elided).",
+    )
     max_claims: int = Field(
         5, ge=1, description="A session whose worker died this many times fails instead."
     )

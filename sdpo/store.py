@@ -47,6 +47,7 @@ WORKERS_KEY = f"{PREFIX}:workers"  # ZSET consumer -> unix time of its last hear
 STATS_KEY = f"{PREFIX}:stats"  # HASH of counters for /metrics
 COMPARE_MIN_TTL_S = 24 * 3600  # a comparison outlives its sessions' queueing by at least this
 WORKER_FORGET_S = 24 * 3600  # heartbeats older than this are dropped from WORKERS_KEY
+STREAM_LEASE_S = 30  # an event stream not renewed this long is gone (its gateway died)
 PHASE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -80,6 +81,10 @@ def owner_sessions_key(owner: str) -> str:
 
 def owner_active_key(owner: str) -> str:
     return f"{PREFIX}:owner:{{{owner}}}:active"  # SET of queued or running sids (the quota)
+
+
+def owner_streams_key(owner: str) -> str:
+    return f"{PREFIX}:owner:{{{owner}}}:streams"  # ZSET stream id -> unix time of its last renewal
 
 
 def idempotency_key(owner: str, key: str) -> str:
@@ -128,6 +133,14 @@ class ReplayExpired(Exception):
     """An Idempotency-Key still maps to sessions that have expired (or were lost)."""
 
 
+class TooManyStreams(Exception):
+    """The caller has its limit of open event streams."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} open event streams per API key")
+        self.limit = limit
+
+
 class CommitResult(enum.Enum):
     COMMITTED = "committed"
     DUPLICATE = "duplicate"  # this very step was committed before (a retried call)
@@ -170,9 +183,14 @@ if tonumber(s[3]) == step + 1 then return 'duplicate' end
 if tonumber(s[3]) ~= step then return 'out_of_order' end
 local used = tonumber(s[4]) + (#ARGV - 7)
 if used ~= tonumber(ARGV[3]) or used > tonumber(s[5]) then return 'over_budget' end
-for i = 8, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+local bytes = 0
+for i = 8, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  bytes = bytes + #ARGV[i]
+end
 redis.call('RPUSH', KEYS[3], ARGV[4])
 redis.call('HSET', KEYS[1], 'steps', step + 1, 'attempts_used', used)
+redis.call('HINCRBY', KEYS[1], 'attempt_bytes', bytes)
 if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'first_success_attempt') == 0 then
   local first = cjson.decode(ARGV[6])
   redis.call('HSET', KEYS[1], 'first_success_attempt', first.attempt,
@@ -277,6 +295,17 @@ return 1
 """
 
 
+# An event stream's place in its owner's limit. KEYS: owner streams. ARGV: stream id, now,
+# lease seconds, limit. Places not renewed within the lease are dropped first.
+_OPEN_STREAM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 # The status read: the hash and its committed steps as one JSON document, read atomically. The
 # prompt and the verifier stay out of it (the view never shows them; they can be large).
 _SNAPSHOT = """
@@ -317,6 +346,7 @@ class SessionState:
     created_at: float
     attempts_used: int = 0
     steps: int = 0
+    attempt_bytes: int = 0  # of the stored attempt records
     compare_id: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -348,6 +378,7 @@ class SessionState:
             created_at=float(h["created_at"]),
             attempts_used=int(h.get("attempts_used", 0)),
             steps=int(h.get("steps", 0)),
+            attempt_bytes=int(h.get("attempt_bytes", 0)),
             compare_id=h.get("compare_id") or None,
             started_at=_float(h.get("started_at")),
             finished_at=_float(h.get("finished_at")),
@@ -562,6 +593,7 @@ class Store:
         self._cancel = redis.register_script(_CANCEL)
         self._requeue = redis.register_script(_REQUEUE)
         self._create_script = redis.register_script(_CREATE)
+        self._open_stream = redis.register_script(_OPEN_STREAM)
         self._snapshots = _Coalesced(redis, _SNAPSHOT)
 
     # -- gateway: create ------------------------------------------------------------------------
@@ -714,6 +746,16 @@ class Store:
         if not reply:
             return []
         return [Event(id=i, type=f["type"], data=f["data"]) for i, f in reply[0][1]]
+
+    async def open_stream(self, owner: str, stream_id: str, limit: int) -> None:
+        """Take (or renew) a place among the owner's open event streams; raises
+        TooManyStreams. Renew at least every STREAM_LEASE_S, and close_stream at the end."""
+        args = [stream_id, time.time(), STREAM_LEASE_S, limit]
+        if not await self._open_stream(keys=[owner_streams_key(owner)], args=args):
+            raise TooManyStreams(limit)
+
+    async def close_stream(self, owner: str, stream_id: str) -> None:
+        await self.redis.zrem(owner_streams_key(owner), stream_id)
 
     # -- gateway: cancel ------------------------------------------------------------------------
     async def cancel(self, sid: str) -> str | None:

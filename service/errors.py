@@ -12,7 +12,13 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from sdpo.schemas import ErrorBody, FieldError
-from sdpo.store import IdempotencyConflict, QueueFull, QuotaExceeded, ReplayExpired
+from sdpo.store import (
+    IdempotencyConflict,
+    QueueFull,
+    QuotaExceeded,
+    ReplayExpired,
+    TooManyStreams,
+)
 
 CODES = {
     400: "bad_request",
@@ -101,6 +107,12 @@ async def _replay_expired(_: Request, __: ReplayExpired) -> JSONResponse:
     return error_response(409, message, [FieldError(field="Idempotency-Key", message=message)])
 
 
+async def _too_many_streams(request: Request, exc: TooManyStreams) -> JSONResponse:
+    retry_after = str(request.app.state.settings.retry_after_s)
+    field = FieldError(field="events", message=str(exc))
+    return error_response(429, str(exc), [field], headers={"Retry-After": retry_after})
+
+
 async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
     retry_after = str(request.app.state.settings.retry_after_s)
     message = f"the session store is unavailable ({type(exc).__name__}); retry shortly"
@@ -117,6 +129,7 @@ def install(app: FastAPI) -> None:
     )
     app.add_exception_handler(IdempotencyConflict, _conflict)
     app.add_exception_handler(ReplayExpired, _replay_expired)
+    app.add_exception_handler(TooManyStreams, _too_many_streams)
     app.add_exception_handler(RedisError, _redis_down)
 
 

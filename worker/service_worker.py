@@ -150,6 +150,7 @@ class SessionRun:
     claim: Claim
     committed_attempts: int = 0
     without_checkpoint: bool = False  # resumed with fresh adapters: the next step says so
+    log_bytes: int = 0  # of this session's stored attempt records
     strategy: Strategy | None = field(default=None, repr=False)
 
     @property
@@ -221,7 +222,7 @@ class SessionRun:
     async def _restore(self) -> None:
         """Continue from the checkpoint of the last committed step."""
         state, strategy = self.claim.state, self.strategy
-        self.committed_attempts = state.attempts_used
+        self.committed_attempts, self.log_bytes = state.attempts_used, state.attempt_bytes
         if state.steps == 0:
             await asyncio.to_thread(shutil.rmtree, self.folder, True)
             return
@@ -246,22 +247,37 @@ class SessionRun:
         step = step_public(record, self.committed_attempts, elapsed_s)
         step.resumed_without_checkpoint = self.without_checkpoint
         attempts = [attempt_public(a) for a in record.attempts]
+        solution = next(
+            (Solution(attempt=a.index, text=a.text, code=a.code) for a in attempts if a.passed),
+            None,
+        )
+        attempts = self._within_log_bytes(attempts)
         expected = list(range(self.committed_attempts + 1, step.attempts_used + 1))
         if [a.index for a in attempts] != expected:
             raise RuntimeError(f"step {record.step}: attempt indices {expected} expected")
         state = self.strategy.state_dict()
         await asyncio.to_thread(save_checkpoint, self.checkpoint(record.step + 1), state)
-        solution = next(
-            (Solution(attempt=a.index, text=a.text, code=a.code) for a in attempts if a.passed),
-            None,
-        )
         commit = StepCommit(self.sid, self.lease, step, attempts, solution)
         result = await self.ctx.store.commit_step(commit)
         if result not in (CommitResult.COMMITTED, CommitResult.DUPLICATE):
             raise LeaseLost(f"{self.sid}: step {record.step} {result.value}")
         self.committed_attempts, self.without_checkpoint = step.attempts_used, False
+        self.log_bytes += sum(len(a.model_dump_json().encode()) for a in attempts)
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint(record.step).unlink()
+
+    def _within_log_bytes(self, attempts: list[AttemptPublic]) -> list[AttemptPublic]:
+        """Attempts as stored: once the session's records reach attempt_log_bytes, the text
+        and code are dropped (the solution, kept apart, never is)."""
+        limit, total, kept = self.ctx.settings.attempt_log_bytes, self.log_bytes, []
+        for attempt in attempts:
+            size = len(attempt.model_dump_json().encode())
+            if total + size > limit:
+                attempt = attempt.model_copy(update={"text": "", "code": None, "elided": True})
+                size = len(attempt.model_dump_json().encode())
+            kept.append(attempt)
+            total += size
+        return kept
 
     async def _settle(self, outcome: str, error: str) -> None:
         """The job's final bookkeeping. The job is acknowledged and the checkpoints deleted

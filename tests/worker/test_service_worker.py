@@ -9,9 +9,17 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from sdpo.schemas import Budget, ProblemCreate
+from sdpo.schemas import AttemptPublic, Budget, ProblemCreate
 from sdpo.settings import Settings
-from sdpo.store import Claim, CreateRequest, JobQueue, Store, StoreConfig, session_key
+from sdpo.store import (
+    Claim,
+    CreateRequest,
+    JobQueue,
+    Store,
+    StoreConfig,
+    attempts_key,
+    session_key,
+)
 from worker.service_worker import SessionRun, WorkerContext, run_job
 
 NEVER_PASSES = "def check(output):\n    return False\n"
@@ -127,3 +135,24 @@ async def test_a_resume_without_a_checkpoint_says_so(make_ctx, redis):
     events = await ctx.store.events(sid, "0", 0)
     flagged = [json.loads(e.data) for e in events if e.type == "status"]
     assert any(d.get("resumed_without_checkpoint") for d in flagged)
+
+
+async def test_the_attempt_log_of_a_session_is_bounded_in_bytes(make_ctx, redis):
+    ctx = make_ctx("w", attempt_log_bytes=2048)
+    wordy = PROBLEM.model_copy(
+        update={
+            "budget": Budget(max_attempts=12),
+            "params": {**PROBLEM.params, "max_completion_length": 48},
+        }
+    )
+    sid = await _queued(ctx, wordy)
+    await run_job(ctx, await ctx.queue.read("w", 100))
+    stored = await redis.lrange(attempts_key(sid), 0, -1)
+    attempts = [AttemptPublic.model_validate_json(a) for a in stored]
+    assert [a.index for a in attempts] == list(range(1, 13))
+    assert sum(len(a.encode()) for a in stored) <= 2048 + 12 * 400
+    kept = [a for a in attempts if not a.elided]
+    elided = [a for a in attempts if a.elided]
+    assert kept and elided and kept[-1].index < elided[0].index
+    assert all(a.text == "" and a.code is None and a.verdict for a in elided)
+    assert (await ctx.store.get(sid)).status == "exhausted"
