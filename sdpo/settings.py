@@ -12,7 +12,7 @@ import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +39,11 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _optional(settings: type[BaseSettings], name: str) -> bool:
+    field = settings.model_fields.get(name)
+    return field is not None and type(None) in get_args(field.annotation)
 
 
 class Settings(BaseSettings):
@@ -175,6 +180,15 @@ class Settings(BaseSettings):
         description="Where adapter versions are saved for vLLM to load (a fresh subfolder per "
         "worker, deleted at exit). Empty: the system's temporary folder.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """An empty value of an optional setting means unset (SDPO_MODEL_PATH= would otherwise
+        be Path('.'), the current folder)."""
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items() if not (v == "" and _optional(cls, k))}
 
     @field_validator("api_keys", mode="before")
     @classmethod

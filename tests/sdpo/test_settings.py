@@ -52,3 +52,24 @@ def test_refuses_sessions_that_expire_before_their_idempotency_keys():
     with pytest.raises(ValidationError, match="session_ttl_s"):
         Settings(session_ttl_s=3600, idempotency_ttl_s=7200)
     assert Settings(session_ttl_s=7200, idempotency_ttl_s=7200).session_ttl_s == 7200
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ("SDPO_MODEL_PATH", "model_path"),
+        ("SDPO_CHECKPOINT_DIR", "checkpoint_dir"),
+        ("SDPO_TORCH_THREADS", "torch_threads"),
+        ("SDPO_VLLM_MAX_MODEL_LEN", "vllm_max_model_len"),
+        ("SDPO_REDIS_URL", "redis_url"),
+    ],
+)
+def test_an_empty_optional_setting_is_unset(monkeypatch, env, field):
+    monkeypatch.setenv(env, "")
+    assert getattr(Settings(), field) is None
+    assert getattr(Settings(**{field: ""}), field) is None
+
+
+def test_an_empty_required_setting_is_still_refused():
+    with pytest.raises(ValidationError, match="port"):
+        Settings(port="")
