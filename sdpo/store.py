@@ -256,6 +256,7 @@ return 1
 # then session and events of each new session. ARGV[1]: the CreatePlan as JSON.
 _CREATE = """
 local p = cjson.decode(ARGV[1])
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'created', ''} end  -- a retry of this call
 if p.idempotent then
   local earlier = redis.call('GET', KEYS[5])
   if earlier then return {'replay', earlier} end

@@ -318,6 +318,15 @@ async def test_scripts_are_safe_to_run_twice(store, queue, redis):
     assert len(ends) == 1 and (await store.get(sid)).status == "exhausted"
 
 
+async def test_a_retried_create_creates_once(store, queue, redis):
+    request = CreateRequest("alice", [PROBLEM])
+    keys, plan = store._create_plan(request, ["s1"], None, 1.0)
+    for _ in range(2):
+        assert await store._create_script(keys=keys, args=[json.dumps(plan)]) == ["created", ""]
+    assert await queue.depth() == 1 and await redis.zcard(owner_sessions_key("alice")) == 1
+    assert [e.type for e in await store.events("s1", "0", 0)] == ["status"]
+
+
 async def test_admission_is_atomic_under_parallel_posts(redis):
     store = Store(redis, StoreConfig(quota_active_sessions=5, max_queue=1000))
     posts = [store.create(CreateRequest("alice", [PROBLEM])) for _ in range(50)]
