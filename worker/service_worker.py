@@ -306,9 +306,10 @@ class SessionRun:
 
 
 async def drop_job(ctx: WorkerContext, job: Job, sid: str) -> None:
-    """A job whose session has ended: acknowledge it and delete the session's checkpoints."""
-    await ctx.queue.done(job)
+    """A job whose session has ended: delete the session's checkpoints, then acknowledge it (a
+    worker that dies in between leaves the job to be dropped again, not a folder behind)."""
     await asyncio.to_thread(shutil.rmtree, ctx.settings.checkpoints / sid, True)
+    await ctx.queue.done(job)
 
 
 async def run_job(ctx: WorkerContext, job: Job) -> None:
