@@ -37,7 +37,7 @@ import redis
 
 from sandbox import Sandbox, parse_spec
 from sdpo.client import ApiError, SdpoClient
-from sdpo.embedded import EmbeddedRedis, free_port
+from sdpo.embedded import EmbeddedRedis, die_with_parent, free_port
 from sdpo.schemas import TERMINAL
 from sdpo.settings import Settings
 from sdpo.store import owner_active_key
@@ -74,6 +74,7 @@ class ChaosReport:
     sessions: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    fault_errors: dict[str, int] = field(default_factory=dict)  # faults the harness botched
     resumes: int = 0
     attempts: int = 0
     lost: int = 0
@@ -136,17 +137,27 @@ class Cluster:
         log = (self.folder / f"{name}.log").open("ab")
         self._logs.append(log)
         return subprocess.Popen(
-            [sys.executable, *argv], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *argv],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # no orphan if the benchmark itself is killed
         )
 
     def start_gateway(self) -> None:
         argv = ["-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(self.port)]
-        self.gateway = self._spawn([*argv, "--log-level", "warning"], "gateway")
-        _wait(lambda: _answers(f"{self.url}/healthz"), 30, "gateway")
+        argv += ["--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+        self.gateway = self._spawn(argv, "gateway")
+        _wait(lambda: _answers(f"{self.url}/healthz"), 120, "gateway")
 
     def restart_gateway(self) -> None:
         self.gateway.send_signal(signal.SIGTERM)
-        self.gateway.wait(20)
+        try:
+            self.gateway.wait(15)
+        except subprocess.TimeoutExpired:
+            self.gateway.kill()
+            self.gateway.wait()
         self.start_gateway()
 
     def restart_worker(self, index: int) -> None:
@@ -156,7 +167,14 @@ class Cluster:
     def crash_redis(self) -> None:
         port = self.redis.port
         self.redis.kill()
-        self.redis = EmbeddedRedis(self.folder / "redis", port=port).start()
+        for attempt in range(5):
+            try:
+                self.redis = EmbeddedRedis(self.folder / "redis", port=port).start(timeout_s=60)
+                return
+            except (RuntimeError, TimeoutError):
+                if attempt == 4:
+                    raise
+                time.sleep(1)
 
     def live_workers(self) -> int:
         with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -203,14 +221,24 @@ class Faults:
     def __init__(self, cluster: Cluster, rng: random.Random, every_s: float) -> None:
         self.cluster, self.rng, self.every_s = cluster, rng, every_s
         self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.calm = threading.Event()  # no more faults
+        # Processes restarted by this thread die with it (PR_SET_PDEATHSIG is per thread), so
+        # it runs until the cluster is stopped.
         self.stopping = threading.Event()
 
     def run(self) -> None:
         kinds: list[str] = []
         while not self.stopping.wait(self.rng.expovariate(1 / self.every_s)):
+            if self.calm.is_set():
+                continue
             kinds = kinds or self.rng.sample(self.KINDS, len(self.KINDS))  # each kind in turn
             kind = kinds.pop()
-            getattr(self, kind)(self.rng.randrange(len(self.cluster.workers)))
+            try:
+                getattr(self, kind)(self.rng.randrange(len(self.cluster.workers)))
+            except Exception as error:  # the harness failed, not the service: say so, go on
+                print(f"fault {kind} could not be injected: {error!r}", flush=True)
+                self.errors[kind] += 1
             self.counts[kind] += 1
 
     @property
@@ -253,7 +281,7 @@ class QuotaMonitor:
         client.close()
 
 
-def _retrying(call, attempts: int = 60):
+def _retrying(call, attempts: int = 240):
     """A client call through gateway and Redis restarts (and 429s: retry later)."""
     for _ in range(attempts):
         try:
@@ -308,9 +336,9 @@ def wait_terminal(
     clients = [SdpoClient(cluster.url, api_key=key, timeout_s=10) for key in TENANT_KEYS]
     views, deadline = {}, time.monotonic() + config.timeout_s
     pending = set(sessions)
-    while (pending or not faults.stopping.is_set()) and time.monotonic() < deadline:
+    while (pending or not faults.calm.is_set()) and time.monotonic() < deadline:
         if faults.total >= config.min_faults and len(pending) <= 0.2 * len(sessions):
-            faults.stopping.set()
+            faults.calm.set()
         for sid in list(pending):
             view = _retrying(lambda s=sid: clients[sessions[s][0]].get_problem(s))
             if view.status in TERMINAL:
@@ -370,8 +398,7 @@ def run_chaos(config: ChaosConfig, folder: Path) -> ChaosReport:
             thread.start()
         sessions = submit_all(cluster, config, rng)
         seen = wait_terminal(cluster, sessions, faults, config)
-        faults.stopping.set()
-        threads[0].join()
+        faults.calm.set()
         _wait(lambda: not _folders(cluster), 30, "checkpoint cleanup") if _folders(
             cluster
         ) else None
@@ -379,10 +406,11 @@ def run_chaos(config: ChaosConfig, folder: Path) -> ChaosReport:
         threads[1].join()
         check(cluster, sessions, seen, report)
     finally:
-        faults.stopping.set()
+        faults.calm.set()
         monitor.stopping.set()
         cluster.stop()
-    report.faults = dict(faults.counts)
+        faults.stopping.set()
+    report.faults, report.fault_errors = dict(faults.counts), dict(faults.errors)
     report.quota_peak, report.quota_exceeded = monitor.peak, monitor.exceeded
     report.total_s = round(time.monotonic() - started, 1)
     return report
@@ -404,8 +432,9 @@ def main() -> None:
     config = ChaosConfig(
         args.sessions, args.workers, args.seed, args.fault_every_s, args.min_faults
     )
-    with tempfile.TemporaryDirectory(prefix="sdpo-chaos-") as folder:
-        report = run_chaos(config, Path(folder))
+    folder = Path(tempfile.mkdtemp(prefix="sdpo-chaos-"))  # logs kept for a post-mortem
+    print(f"processes' logs in {folder}", flush=True)
+    report = run_chaos(config, folder)
     print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": asdict(config), **asdict(report)}, indent=2))

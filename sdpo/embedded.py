@@ -190,7 +190,9 @@ def worker_argv() -> list[str]:
 class WorkerPool:
     """`sdpo serve`'s worker processes. One that exits on its own (a crash, an OOM kill, a model
     that fails to load) is started again after a backoff: backoff_s after a worker that had
-    lived stable_s, else twice the last delay, up to max_backoff_s."""
+    lived stable_s, else twice the last delay, up to max_backoff_s. A worker gets SIGTERM when
+    the thread that started it ends (PR_SET_PDEATHSIG is per thread): run supervise() until the
+    pool is stopped."""
 
     argv: list[str]
     env: dict[str, str]
