@@ -181,27 +181,84 @@ def worker_env(settings: Settings, workers: int) -> dict[str, str]:
     return env
 
 
-def start_workers(settings: Settings, workers: int) -> list[subprocess.Popen]:
-    env = worker_env(settings, workers)
-    argv = [sys.executable, "-m", "sdpo.cli", "worker"]
-    return [
-        subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=die_with_parent)
-        for _ in range(workers)
-    ]
+def worker_argv() -> list[str]:
+    return [sys.executable, "-m", "sdpo.cli", "worker"]
 
 
-def stop_workers(processes: list[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM: each worker ends its current phase, hands its session back, and exits."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        try:
-            process.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+@dataclass
+class WorkerPool:
+    """`sdpo serve`'s worker processes. One that exits on its own (a crash, an OOM kill, a model
+    that fails to load) is started again after a backoff: backoff_s after a worker that had
+    lived stable_s, else twice the last delay, up to max_backoff_s. A worker gets SIGTERM when
+    the thread that started it ends (PR_SET_PDEATHSIG is per thread): run supervise() until the
+    pool is stopped."""
+
+    argv: list[str]
+    env: dict[str, str]
+    size: int
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    stable_s: float = 60.0
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    started: list[tuple[int, float]] = field(default_factory=list)  # (slot, monotonic time)
+    _delay_s: list[float] = field(default_factory=list)
+    _due: list[float | None] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
+
+    def start(self) -> WorkerPool:
+        with self._lock:
+            self._delay_s, self._due = [0.0] * self.size, [None] * self.size
+            self.processes = [self._spawn(slot) for slot in range(self.size)]
+        return self
+
+    def _spawn(self, slot: int) -> subprocess.Popen:
+        self.started.append((slot, time.monotonic()))
+        return subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=die_with_parent
+        )
+
+    def check(self) -> None:
+        """One supervision pass: restart the workers whose backoff is over, and schedule the
+        restart of those that have just exited."""
+        with self._lock:
+            if self._stopped:
+                return
+            now = time.monotonic()
+            for slot, process in enumerate(self.processes):
+                due = self._due[slot]
+                if due is not None and now >= due:
+                    self._due[slot] = None
+                    self.processes[slot] = self._spawn(slot)
+                elif due is None and process.poll() is not None:
+                    self._schedule(slot, process.returncode, now)
+
+    def _schedule(self, slot: int, returncode: int, now: float) -> None:
+        lived_s = now - max(t for s, t in self.started if s == slot)
+        short = lived_s < self.stable_s and self._delay_s[slot] > 0
+        delay = min(self._delay_s[slot] * 2, self.max_backoff_s) if short else self.backoff_s
+        self._delay_s[slot], self._due[slot] = delay, now + delay
+        print(f"worker {slot} exited with status {returncode}; restart in {delay:g} s", flush=True)
+
+    def supervise(self, stopping: threading.Event, period_s: float = 0.5) -> None:
+        while not stopping.wait(period_s):
+            self.check()
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM: each worker ends its current phase, hands its session back, and exits."""
+        with self._lock:
+            self._stopped = True
+            processes = list(self.processes)
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -226,30 +283,20 @@ def run_gateway(settings: Settings) -> None:
         uvicorn.Server(config).run()
 
 
-def watch_workers(workers: list[subprocess.Popen], stopping: threading.Event) -> None:
-    """Report a worker that exits on its own (e.g. its model failed to load)."""
-    reported: set[int] = set()
-    while not stopping.wait(1.0):
-        for number, process in enumerate(workers):
-            if number not in reported and process.poll() is not None:
-                reported.add(number)
-                print(f"worker {number} exited with status {process.returncode}", flush=True)
-
-
 def serve(plan: ServePlan) -> None:
     """`sdpo serve`: the embedded Redis (unless settings.redis_url), N worker processes and the
     gateway; on Ctrl-C or SIGTERM the gateway stops first, then the workers (each hands back
-    its session), then Redis."""
+    its session), then Redis. A worker that dies meanwhile is restarted (WorkerPool)."""
     settings, redis = plan.settings, None
     if settings.redis_url is None:
         redis = EmbeddedRedis(Path(settings.data_dir) / "redis", fsync=settings.redis_fsync)
         settings = settings.model_copy(update={"redis_url": redis.start().url})
         print(f"embedded Redis at {redis.url} (data in {redis.data_dir})", flush=True)
-    workers: list[subprocess.Popen] = []
+    workers = WorkerPool(worker_argv(), worker_env(settings, plan.workers), plan.workers)
     stopping = threading.Event()
     try:
-        workers = start_workers(settings, plan.workers)
-        threading.Thread(target=watch_workers, args=(workers, stopping), daemon=True).start()
+        workers.start()
+        threading.Thread(target=workers.supervise, args=(stopping,), daemon=True).start()
         print(f"{plan.workers} worker process(es) starting", flush=True)
         if not settings.auth_enabled:
             print("no API keys (SDPO_API_KEYS): loopback only, no authentication", flush=True)
@@ -258,7 +305,7 @@ def serve(plan: ServePlan) -> None:
     finally:
         stopping.set()
         with contextlib.suppress(KeyboardInterrupt):
-            stop_workers(workers, settings.shutdown_grace_s)
+            workers.stop(settings.shutdown_grace_s)
             if redis is not None:
                 redis.stop()
         print("stopped", flush=True)

@@ -197,6 +197,11 @@ class AttemptPublic(BaseModel):
     feedback: str = Field("", description="What the self-teacher saw (failing tests only).")
     tests: list[TestPublic] = Field(default_factory=list)
     tokens: int = 0
+    elided: bool = Field(
+        False,
+        description="The text and code were not kept: the session's attempt records reached "
+        "the server's attempt_log_bytes. The verdict and feedback were.",
+    )
 
 
 class StepPublic(BaseModel):
@@ -214,6 +219,11 @@ class StepPublic(BaseModel):
     )
     elapsed_s: float = Field(
         ..., description="Seconds from the session's start to this step's end."
+    )
+    resumed_without_checkpoint: bool = Field(
+        False,
+        description="This step follows a resume that found no checkpoint (no shared checkpoint "
+        "folder): the adapter and optimizer started afresh while the counters carried on.",
     )
 
 

@@ -13,7 +13,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,6 +44,11 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _optional(settings: type[BaseSettings], name: str) -> bool:
+    field = settings.model_fields.get(name)
+    return field is not None and type(None) in get_args(field.annotation)
+
+
 class Settings(BaseSettings):
     """Everything an operator may set. Field descriptions double as `--help` text."""
 
@@ -70,6 +75,23 @@ class Settings(BaseSettings):
         50, ge=1, description="Queued + running sessions per API key; beyond that, POST gets 429."
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 429 or 503.")
+    max_wall_s_limit: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Largest budget.max_wall_s a request may ask for (422 beyond); a session "
+        "without one gets this.",
+    )
+    num_generations_limit: int = Field(
+        64, ge=1, description="Largest params.num_generations a request may ask for (422 beyond)."
+    )
+    max_completion_length_limit: int = Field(
+        4096,
+        ge=1,
+        description="Largest params.max_completion_length a request may ask for (422 beyond).",
+    )
+    event_streams_per_tenant: int = Field(
+        8, ge=1, description="Open event streams (SSE) per API key; beyond that, 429."
+    )
 
     # -- store --------------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -123,7 +145,9 @@ class Settings(BaseSettings):
     )
     checkpoint_dir: Path | None = Field(
         None,
-        description="Session checkpoints, shared by all workers. Empty: <data_dir>/checkpoints.",
+        description="Session checkpoints, shared by all workers: with workers on several "
+        "machines, a shared volume (e.g. ReadWriteMany), else a resumed session restarts its "
+        "adapter (its step says resumed_without_checkpoint). Empty: <data_dir>/checkpoints.",
     )
     worker_name: str | None = Field(
         None, description="Consumer name in the job group. Empty: <hostname>-<pid>."
@@ -133,6 +157,12 @@ class Settings(BaseSettings):
         30_000, ge=100, description="A job silent this long belongs to a dead worker: reclaim it."
     )
     block_ms: int = Field(2000, ge=10, le=60_000, description="Worker wait for a new job.")
+    attempt_log_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of attempt records kept per session; past them, an attempt keeps "
+        "its verdict and feedback but not its text and code (elided).",
+    )
     max_claims: int = Field(
         5, ge=1, description="A session whose worker died this many times fails instead."
     )
@@ -172,6 +202,15 @@ class Settings(BaseSettings):
         description="Where adapter versions are saved for vLLM to load (a fresh subfolder per "
         "worker, deleted at exit). Empty: the system's temporary folder.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """An empty value of an optional setting means unset (SDPO_CHECKPOINT_DIR= would otherwise
+        be Path('.'), the current folder)."""
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items() if not (v == "" and _optional(cls, k))}
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -230,6 +269,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"host: refusing to bind to {self.host} without API keys; set SDPO_API_KEYS "
                 "or bind to 127.0.0.1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sessions_outlive_their_keys(self) -> Settings:
+        if self.session_ttl_s < self.idempotency_ttl_s:
+            raise ValueError(
+                f"session_ttl_s ({self.session_ttl_s}) must be at least idempotency_ttl_s "
+                f"({self.idempotency_ttl_s}): a retried POST would find its key but not its "
+                "session"
             )
         return self
 

@@ -12,7 +12,13 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from sdpo.schemas import ErrorBody, FieldError
-from sdpo.store import IdempotencyConflict, QueueFull, QuotaExceeded
+from sdpo.store import (
+    IdempotencyConflict,
+    QueueFull,
+    QuotaExceeded,
+    ReplayExpired,
+    TooManyStreams,
+)
 
 CODES = {
     400: "bad_request",
@@ -96,6 +102,17 @@ async def _conflict(_: Request, __: IdempotencyConflict) -> JSONResponse:
     return error_response(409, "Idempotency-Key was already used with a different body", [field])
 
 
+async def _replay_expired(_: Request, __: ReplayExpired) -> JSONResponse:
+    message = "the sessions of this Idempotency-Key have expired; retry with a new key"
+    return error_response(409, message, [FieldError(field="Idempotency-Key", message=message)])
+
+
+async def _too_many_streams(request: Request, exc: TooManyStreams) -> JSONResponse:
+    retry_after = str(request.app.state.settings.retry_after_s)
+    field = FieldError(field="events", message=str(exc))
+    return error_response(429, str(exc), [field], headers={"Retry-After": retry_after})
+
+
 async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
     retry_after = str(request.app.state.settings.retry_after_s)
     message = f"the session store is unavailable ({type(exc).__name__}); retry shortly"
@@ -111,6 +128,8 @@ def install(app: FastAPI) -> None:
         QuotaExceeded, _retry_later("this API key has too many queued or running sessions")
     )
     app.add_exception_handler(IdempotencyConflict, _conflict)
+    app.add_exception_handler(ReplayExpired, _replay_expired)
+    app.add_exception_handler(TooManyStreams, _too_many_streams)
     app.add_exception_handler(RedisError, _redis_down)
 
 

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sandbox import extract_code, parse_spec
-from sdpo.schemas import AttemptPublic, Solution, StepPublic, TestPublic
+from sdpo.schemas import TERMINAL, AttemptPublic, Solution, StepPublic, TestPublic
 from sdpo.settings import Settings
 from sdpo.store import Claim, CommitResult, Job, JobQueue, StepCommit, Store, StoreConfig
 
@@ -151,6 +151,8 @@ class SessionRun:
     job: Job
     claim: Claim
     committed_attempts: int = 0
+    without_checkpoint: bool = False  # resumed with fresh adapters: the next step says so
+    log_bytes: int = 0  # of this session's stored attempt records
     strategy: Strategy | None = field(default=None, repr=False)
 
     @property
@@ -174,6 +176,11 @@ class SessionRun:
             self.strategy = self._build()
         except (ValidationError, ValueError) as exc:  # e.g. params this worker does not accept
             await asyncio.shield(self._settle("failed", f"invalid session: {exc}"))
+            return
+        except Exception as exc:  # e.g. OOM creating the adapter: this session fails, not us
+            log.exception("session %s could not be built", self.sid)
+            error = f"the worker could not start the session: {type(exc).__name__}: {exc}"
+            await asyncio.shield(self._settle("failed", error))
             return
         await self.ctx.store.record_params(self.sid, self.strategy.params.model_dump(mode="json"))
         stop = StopCheck(self.ctx, self.sid, state.started_at, state.budget.max_wall_s)
@@ -218,7 +225,7 @@ class SessionRun:
     async def _restore(self) -> None:
         """Continue from the checkpoint of the last committed step."""
         state, strategy = self.claim.state, self.strategy
-        self.committed_attempts = state.attempts_used
+        self.committed_attempts, self.log_bytes = state.attempts_used, state.attempt_bytes
         if state.steps == 0:
             await asyncio.to_thread(shutil.rmtree, self.folder, True)
             return
@@ -229,6 +236,9 @@ class SessionRun:
             log.warning("session %s: no checkpoint after step %d", self.sid, state.steps)
             strategy.step_index, strategy.attempts_used = state.steps, state.attempts_used
             strategy.generator.manual_seed(state.seed * 1_000_003 + state.steps)
+            self.without_checkpoint = True
+            data = {"resumed_without_checkpoint": True, "steps": state.steps}
+            await self.ctx.store.add_event(self.sid, "status", data)
         if strategy.attempts_used != state.attempts_used:
             raise RuntimeError(
                 f"checkpoint has {strategy.attempts_used} attempts, store {state.attempts_used}"
@@ -238,39 +248,72 @@ class SessionRun:
         """Checkpoint the state after this step, then commit the step's records atomically."""
         elapsed_s = time.time() - self.claim.state.started_at
         step = step_public(record, self.committed_attempts, elapsed_s)
+        step.resumed_without_checkpoint = self.without_checkpoint
         entry_point = getattr(self.strategy.problem.verifier, "entry_point", None)
         attempts = [attempt_public(a, entry_point) for a in record.attempts]
+        solution = next(
+            (Solution(attempt=a.index, text=a.text, code=a.code) for a in attempts if a.passed),
+            None,
+        )
+        attempts = self._within_log_bytes(attempts)
         expected = list(range(self.committed_attempts + 1, step.attempts_used + 1))
         if [a.index for a in attempts] != expected:
             raise RuntimeError(f"step {record.step}: attempt indices {expected} expected")
         state = self.strategy.state_dict()
         await asyncio.to_thread(save_checkpoint, self.checkpoint(record.step + 1), state)
-        solution = next(
-            (Solution(attempt=a.index, text=a.text, code=a.code) for a in attempts if a.passed),
-            None,
-        )
         commit = StepCommit(self.sid, self.lease, step, attempts, solution)
         result = await self.ctx.store.commit_step(commit)
         if result not in (CommitResult.COMMITTED, CommitResult.DUPLICATE):
             raise LeaseLost(f"{self.sid}: step {record.step} {result.value}")
-        self.committed_attempts = step.attempts_used
+        self.committed_attempts, self.without_checkpoint = step.attempts_used, False
+        self.log_bytes += sum(len(a.model_dump_json().encode()) for a in attempts)
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint(record.step).unlink()
 
+    def _within_log_bytes(self, attempts: list[AttemptPublic]) -> list[AttemptPublic]:
+        """Attempts as stored: once the session's records reach attempt_log_bytes, the text
+        and code are dropped (the solution, kept apart, never is)."""
+        limit, total, kept = self.ctx.settings.attempt_log_bytes, self.log_bytes, []
+        for attempt in attempts:
+            size = len(attempt.model_dump_json().encode())
+            if total + size > limit:
+                attempt = attempt.model_copy(update={"text": "", "code": None, "elided": True})
+                size = len(attempt.model_dump_json().encode())
+            kept.append(attempt)
+            total += size
+        return kept
+
     async def _settle(self, outcome: str, error: str) -> None:
-        """The job's final bookkeeping."""
+        """The job's final bookkeeping. The job is acknowledged and the checkpoints deleted
+        only by the worker that ended or handed back the session (or when it had already
+        ended): a worker whose lease was taken over must leave both to the new holder."""
         store, queue = self.ctx.store, self.ctx.queue
         self.ctx.current = None
         if outcome == "shutdown":  # hand the session to the next worker, checkpoint kept
-            if await store.release(self.sid, self.lease):
-                await queue.enqueue(self.sid)
-            await queue.done(self.job)
-            log.info("session %s released at shutdown", self.sid)
+            if await store.requeue(self.sid, self.lease, self.job, queue.key):
+                log.info("session %s released at shutdown", self.sid)
+            else:
+                await self._leave_or_drop()
             return
         if await store.finish(self.sid, self.lease, outcome, error):
             log.info("session %s %s %s", self.sid, outcome, error)
-        await queue.done(self.job)
-        await asyncio.to_thread(shutil.rmtree, self.folder, True)
+            await drop_job(self.ctx, self.job, self.sid)
+        else:
+            await self._leave_or_drop()
+
+    async def _leave_or_drop(self) -> None:
+        state = await self.ctx.store.get(self.sid)
+        if state is None or state.status in TERMINAL:  # ended meanwhile (e.g. cancelled)
+            await drop_job(self.ctx, self.job, self.sid)
+        else:
+            log.warning("session %s: lease lost; job left to its new holder", self.sid)
+
+
+async def drop_job(ctx: WorkerContext, job: Job, sid: str) -> None:
+    """A job whose session has ended: delete the session's checkpoints, then acknowledge it (a
+    worker that dies in between leaves the job to be dropped again, not a folder behind)."""
+    await asyncio.to_thread(shutil.rmtree, ctx.settings.checkpoints / sid, True)
+    await ctx.queue.done(job)
 
 
 async def run_job(ctx: WorkerContext, job: Job) -> None:
@@ -278,14 +321,17 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
     claim = await ctx.store.claim(job.session_id, job.id, ctx.consumer)
     if not isinstance(claim, Claim):
         log.info("job %s: session %s is %s, dropped", job.id, job.session_id, claim)
-        await ctx.queue.done(job)
+        if claim in TERMINAL or claim == "missing":
+            await drop_job(ctx, job, job.session_id)
+        else:  # a duplicate job of a session that runs elsewhere: its folder is in use
+            await ctx.queue.done(job)
         return
     ctx.current, ctx.lease_lost = job, False
     if claim.state.claims > ctx.settings.max_claims:
         ctx.current = None
         error = f"workers died {claim.state.claims - 1} times running this session"
-        await ctx.store.finish(job.session_id, claim.state.lease or "", "failed", error)
-        await ctx.queue.done(job)
+        if await ctx.store.finish(job.session_id, claim.state.lease or "", "failed", error):
+            await drop_job(ctx, job, job.session_id)
         return
     log.info("session %s %s", job.session_id, "resumed" if claim.resumed else "started")
     try:
@@ -333,6 +379,8 @@ async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Eve
                 log.warning("redis unavailable (%s); retrying", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), 1.0)
+            except Exception:  # a bookkeeping bug: the job stays pending, max_claims bounds it
+                log.exception("job failed outside its session; the worker carries on")
     finally:
         beat.cancel()
         with contextlib.suppress(RedisError, asyncio.CancelledError):

@@ -18,6 +18,7 @@ from sdpo.store import CompareRecord, CreateRequest, SessionState, Store
 
 from ..deps import MAX_ID_CHARS, CurrentCaller, SettingsDep, StoreDep
 from ..errors import documented
+from ..limits import limit_compare
 from .problems import IdempotencyKey, check_model
 
 router = APIRouter(prefix="/v1", tags=["compare"])
@@ -111,6 +112,7 @@ async def create_compare(
     """Run several strategies (default sdpo and best_of_k) on the same problem, budget and
     seeds; `repeats` runs per strategy give a discovery curve."""
     check_model(body.model, settings)
+    body = limit_compare(body, settings)
     request = CreateRequest(
         caller.tenant, body.problems(), "compare", compare=body, idempotency_key=idempotency_key
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
@@ -19,10 +22,11 @@ from sdpo.schemas import (
     StepPublic,
 )
 from sdpo.settings import Settings
-from sdpo.store import CreateRequest, SessionState, Store
+from sdpo.store import CreateRequest, ReplayExpired, SessionState, Store
 
 from ..deps import CurrentCaller, OwnedProblem, OwnedSnapshot, SettingsDep, StoreDep
 from ..errors import FieldInvalid, documented
+from ..limits import limit_problem
 
 router = APIRouter(prefix="/v1", tags=["problems"])
 
@@ -63,7 +67,9 @@ def check_model(model: str, settings: Settings) -> None:
 
 async def create_one(store: Store, request: CreateRequest) -> Response:
     created = await store.create(request)
-    state, steps = await store.snapshot(created.ids[0])
+    if (snapshot := await store.snapshot(created.ids[0])) is None:
+        raise ReplayExpired  # only a replay can miss its session
+    state, steps = snapshot
     response = problem_response(state, steps, status=202)
     response.headers["Location"] = f"/v1/problems/{state.id}"
     if created.replayed:
@@ -88,6 +94,7 @@ async def create_problem(
     """Queue a session: the strategy samples attempts, the sandbox judges them against the
     verifier, and (for sdpo) the model learns from the feedback, until a pass or the budget."""
     check_model(body.model, settings)
+    body = limit_problem(body, settings)
     request = CreateRequest(caller.tenant, [body], "problems", idempotency_key=idempotency_key)
     return await create_one(store, request)
 
@@ -108,7 +115,7 @@ async def create_best_of_k(
 ) -> Response:
     """Independent samples from the frozen model until one passes or the budget is spent."""
     check_model(body.model, settings)
-    problem = body.as_problem()
+    problem = limit_problem(body.as_problem(), settings)
     request = CreateRequest(caller.tenant, [problem], "best-of-k", idempotency_key=idempotency_key)
     return await create_one(store, request)
 
@@ -169,31 +176,59 @@ async def list_attempts(
             "description": "Server-Sent Events: `status`, `step` (a StepPublic) and a final "
             "`end`. Each has an id; reconnect with Last-Event-ID to resume after it.",
         },
-        **documented(401, 404, 422),
+        **documented(401, 404, 422, 429),
     },
 )
 async def problem_events(
-    state: OwnedProblem, store: StoreDep, last_event_id: LastEventId = None
+    state: OwnedProblem,
+    store: StoreDep,
+    settings: SettingsDep,
+    last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     """The session's progress as Server-Sent Events, from the start or after Last-Event-ID.
-    The stream ends after the `end` event."""
-    return EventSourceResponse(_events(store, state, last_event_id or "0"), ping=SSE_PING_S)
+    The stream ends after the `end` event. Each API key may hold event_streams_per_tenant
+    streams open at once (429 beyond)."""
+    place = StreamPlace(store, state.owner, uuid.uuid4().hex, settings.event_streams_per_tenant)
+    await place.take()
+    return EventSourceResponse(_events(store, state, last_event_id or "0", place), ping=SSE_PING_S)
 
 
-async def _events(store: Store, state: SessionState, after: str) -> AsyncIterator[ServerSentEvent]:
+@dataclass(frozen=True)
+class StreamPlace:
+    """One open event stream, counted against its owner's limit while it lasts."""
+
+    store: Store
+    owner: str
+    stream_id: str
+    limit: int
+
+    async def take(self) -> None:
+        await self.store.open_stream(self.owner, self.stream_id, self.limit)
+
+    async def give_back(self) -> None:
+        await self.store.close_stream(self.owner, self.stream_id)
+
+
+async def _events(
+    store: Store, state: SessionState, after: str, place: StreamPlace
+) -> AsyncIterator[ServerSentEvent]:
     finished = state.status in TERMINAL  # then every event is already written
-    while True:
-        events = await store.events(state.id, after, 0 if finished else SSE_BLOCK_MS)
-        for event in events:
-            yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
-            after = event.id
-            if event.type == "end":
+    try:
+        while True:
+            events = await store.events(state.id, after, 0 if finished else SSE_BLOCK_MS)
+            for event in events:
+                yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
+                after = event.id
+                if event.type == "end":
+                    return
+            if finished:
                 return
-        if finished:
-            return
-        if not events:
-            current = await store.get(state.id)
-            finished = current is None or current.status in TERMINAL
+            await place.take()  # renewed once per wait, well within STREAM_LEASE_S
+            if not events:
+                current = await store.get(state.id)
+                finished = current is None or current.status in TERMINAL
+    finally:
+        await asyncio.shield(place.give_back())
 
 
 @router.post(

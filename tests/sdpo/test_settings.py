@@ -46,3 +46,31 @@ def test_get_settings_is_cached_and_can_be_reset(monkeypatch):
     monkeypatch.setenv("SDPO_PORT", "9123")
     assert get_settings() is get_settings() and get_settings().port == 9123
     get_settings.cache_clear()
+
+
+def test_refuses_sessions_that_expire_before_their_idempotency_keys():
+    with pytest.raises(ValidationError, match="session_ttl_s"):
+        Settings(session_ttl_s=3600, idempotency_ttl_s=7200)
+    assert Settings(session_ttl_s=7200, idempotency_ttl_s=7200).session_ttl_s == 7200
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ("SDPO_MODEL_CACHE_DIR", "model_cache_dir"),
+        ("SDPO_DTYPE", "dtype"),
+        ("SDPO_CHECKPOINT_DIR", "checkpoint_dir"),
+        ("SDPO_TORCH_THREADS", "torch_threads"),
+        ("SDPO_VLLM_MAX_MODEL_LEN", "vllm_max_model_len"),
+        ("SDPO_REDIS_URL", "redis_url"),
+    ],
+)
+def test_an_empty_optional_setting_is_unset(monkeypatch, env, field):
+    monkeypatch.setenv(env, "")
+    assert getattr(Settings(), field) is None
+    assert getattr(Settings(**{field: ""}), field) is None
+
+
+def test_an_empty_required_setting_is_still_refused():
+    with pytest.raises(ValidationError, match="port"):
+        Settings(port="")

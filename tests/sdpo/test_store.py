@@ -14,6 +14,7 @@ from sdpo.store import (
     CommitResult,
     CreateRequest,
     IdempotencyConflict,
+    Job,
     JobQueue,
     QueueFull,
     QuotaExceeded,
@@ -184,10 +185,10 @@ async def test_release_hands_the_session_back_to_the_queue(store, queue):
     sid = await _create(store)
     claim = await _claim(store, queue)
     await store.commit_step(_commit(claim, 0, 0, 2))
-    assert await store.release(sid, claim.state.lease)
+    job = _job(claim.state.job_id, sid)
+    assert await store.requeue(sid, claim.state.lease, job, queue.key)
     state = await store.get(sid)
     assert (state.status, state.lease, state.attempts_used) == ("queued", None, 2)
-    await queue.enqueue(sid)
     again = await _claim(store, queue, "w2")
     assert again.state.steps == 1 and again.state.started_at == claim.state.started_at
 
@@ -254,3 +255,91 @@ async def test_events_resume_after_an_id_and_stay_capped(store, queue, redis):
     stream_node = 100  # approximate trimming drops whole nodes of the stream
     assert await redis.xlen(events_key(sid)) <= store.config.events_maxlen + stream_node
     assert len((await store.snapshot(sid))[1]) == 300  # records are never trimmed
+
+
+async def test_reclaim_follows_the_cursor_past_busy_consumers(queue, redis):
+    """25 jobs pending, only the last one's consumer is dead: XAUTOCLAIM scans COUNT x 10
+    entries per call, so a reclaim that always restarts from 0-0 never reaches it."""
+    store = Store(redis, StoreConfig(max_queue=100))
+    ids = [await _create(store, owner=f"t{i}") for i in range(25)]
+    for i in range(24):
+        await _claim(store, queue, f"busy-{i}")
+    dead = await _claim(store, queue, "dead")
+    await asyncio.sleep(0.3)
+    for i in range(24):  # every busy worker keeps its job fresh
+        assert await queue.touch(f"busy-{i}", (await _pending_job(queue, f"busy-{i}")))
+    job = await queue.reclaim("w-new", min_idle_ms=200)
+    assert job is not None and job.session_id == dead.state.id == ids[-1]
+
+
+def _job(job_id, sid):
+    return Job(id=job_id, session_id=sid)
+
+
+async def _pending_job(queue, consumer):
+    [entry] = await queue.redis.xpending_range(
+        queue.key, "workers", min="-", max="+", count=1, consumername=consumer
+    )
+    fields = (await queue.redis.xrange(queue.key, entry["message_id"], entry["message_id"]))[0][1]
+    return Job(id=entry["message_id"], session_id=fields["session"])
+
+
+async def test_requeue_releases_and_enqueues_in_one_step(store, queue):
+    sid = await _create(store)
+    claim = await _claim(store, queue)
+    old_job = claim.state.job_id
+    assert await store.requeue(sid, claim.state.lease, _job(old_job, sid), queue.key)
+    assert (await store.get(sid)).status == "queued"
+    assert await queue.pending() == 0  # the old job is acknowledged in the same step
+    job = await queue.read("w2", block_ms=100)
+    assert job is not None and job.session_id == sid and job.id != old_job
+    assert not await store.requeue(sid, "another-lease", job, queue.key)
+    assert await queue.read("w3", block_ms=100) is None  # and nothing more was enqueued
+
+
+async def test_scripts_are_safe_to_run_twice(store, queue, redis):
+    """redis-py retries EVALSHA after a timeout, and the first run may have happened: each
+    call carries its lease, so a second run with the same arguments answers the same."""
+    sid = await _create(store)
+    job = await queue.read("w1", block_ms=100)
+    first = await store.claim(sid, job.id, "w1", lease="lease-1")
+    again = await store.claim(sid, job.id, "w1", lease="lease-1")
+    assert isinstance(again, Claim) and not again.resumed and not first.resumed
+    assert again.state.claims == first.state.claims == 1
+    assert await store.requeue(sid, "lease-1", job, queue.key)
+    assert await store.requeue(sid, "lease-1", job, queue.key)
+    assert await redis.xlen(queue.key) == 1  # the old job is gone, one new one
+    job = await queue.read("w2", block_ms=100)
+    await store.claim(sid, job.id, "w2", lease="lease-2")
+    assert await store.finish(sid, "lease-2", "exhausted")
+    assert await store.finish(sid, "lease-2", "exhausted")
+    assert not await store.finish(sid, "lease-1", "exhausted")
+    ends = [e for e in await store.events(sid, "0", 0) if e.type == "end"]
+    assert len(ends) == 1 and (await store.get(sid)).status == "exhausted"
+
+
+async def test_a_retried_create_creates_once(store, queue, redis):
+    request = CreateRequest("alice", [PROBLEM])
+    keys, plan = store._create_plan(request, ["s1"], None, 1.0)
+    for _ in range(2):
+        assert await store._create_script(keys=keys, args=[json.dumps(plan)]) == ["created", ""]
+    assert await queue.depth() == 1 and await redis.zcard(owner_sessions_key("alice")) == 1
+    assert [e.type for e in await store.events("s1", "0", 0)] == ["status"]
+
+
+async def test_admission_is_atomic_under_parallel_posts(redis):
+    store = Store(redis, StoreConfig(quota_active_sessions=5, max_queue=1000))
+    posts = [store.create(CreateRequest("alice", [PROBLEM])) for _ in range(50)]
+    results = await asyncio.gather(*posts, return_exceptions=True)
+    created = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert (len(created), len(refused)) == (5, 45)
+    assert await redis.scard(owner_active_key("alice")) == 5
+
+
+async def test_queue_admission_is_atomic_under_parallel_posts(redis):
+    store = Store(redis, StoreConfig(quota_active_sessions=1000, max_queue=7))
+    posts = [store.create(CreateRequest(f"t{i}", [PROBLEM])) for i in range(40)]
+    results = await asyncio.gather(*posts, return_exceptions=True)
+    assert sum(isinstance(r, QueueFull) for r in results) == 33
+    assert await JobQueue(redis).depth() == 7

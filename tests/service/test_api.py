@@ -2,7 +2,10 @@
 authentication and tenant isolation, idempotency, SSE resume and comparisons. Where a test
 needs progress, it drives the session through the store exactly as a worker does."""
 
+import asyncio
 import json
+import urllib.error
+import urllib.request
 
 import httpx
 import pytest
@@ -11,7 +14,7 @@ from redis.asyncio import Redis
 from sdpo.embedded import free_port
 from sdpo.schemas import AttemptPublic, Solution, StepPublic
 from sdpo.settings import Settings
-from sdpo.store import Claim, JobQueue, StepCommit, Store
+from sdpo.store import Claim, JobQueue, StepCommit, Store, session_keys
 
 from .conftest import KEY_A, KEY_B, comparison, gateway_in_thread, problem
 
@@ -342,3 +345,106 @@ def test_redis_down_is_503_with_retry_after():
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
         ready = httpx.get(f"{url}/readyz")
         assert ready.status_code == 503 and ready.json()["redis"] is False
+
+
+async def test_a_replay_after_its_session_expired_is_409_naming_the_key(alice, store):
+    headers = {"Idempotency-Key": "order-expired"}
+    first = alice.post("/v1/problems", json=problem(), headers=headers)
+    await store.redis.delete(*session_keys(first.json()["id"]))  # its expiry came first
+    again = alice.post("/v1/problems", json=problem(), headers=headers)
+    assert again.status_code == 409 and _fields(again) == ["Idempotency-Key"]
+    assert "expired" in again.json()["message"]
+
+
+async def test_parallel_posts_never_pass_the_quota(gateway, redis_url):
+    """50 POSTs at once against a quota of 4: admission checks and reserves in one step."""
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    async with httpx.AsyncClient(base_url=gateway, headers=headers, timeout=30) as client:
+        posts = [client.post("/v1/problems", json=problem()) for _ in range(50)]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*posts))
+    assert statuses == [202] * 4 + [429] * 46
+
+
+BIG_BODY = b"x" * (30 * 1024 * 1024)
+
+
+def test_a_client_sending_30_mb_reads_the_413(alice, gateway):
+    """Python clients send the whole body before they read an answer (no Expect:
+    100-continue): a server that answers early and closes resets them mid-send."""
+    response = alice.post(
+        "/v1/problems", content=BIG_BODY, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and _fields(response) == ["body"]
+    request = urllib.request.Request(
+        f"{gateway}/v1/problems",
+        data=BIG_BODY,
+        headers={"Authorization": f"Bearer {KEY_A}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"] == "body_too_large"
+    refused.value.close()
+
+
+@pytest.fixture(scope="module")
+def limited(redis_server):
+    settings = Settings(
+        redis_url=redis_server.url,
+        api_keys=f"{KEY_A},{KEY_B}",
+        max_wall_s_limit=600,
+        num_generations_limit=16,
+        max_completion_length_limit=512,
+        event_streams_per_tenant=2,
+    )
+    with gateway_in_thread(settings) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "limit"),
+    [
+        ({"budget": {"max_wall_s": 601}}, "budget.max_wall_s", "600"),
+        ({"params": {"num_generations": 17}}, "params.num_generations", "16"),
+        ({"params": {"max_completion_length": 513}}, "params.max_completion_length", "512"),
+    ],
+)
+def test_requests_over_the_servers_limits_are_422_naming_field_and_limit(
+    limited, redis_url, change, field, limit
+):
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    response = httpx.post(f"{limited}/v1/problems", json=problem(**change), headers=headers)
+    assert response.status_code == 422 and _fields(response) == [field]
+    assert limit in response.json()["message"]
+    strategy = "best_of_k" if field.startswith("params") else "sdpo"
+    over = comparison(**change) if field.startswith("budget") else comparison()
+    if field.startswith("params"):
+        over["params"][strategy] = {**over["params"][strategy], **change["params"]}
+    response = httpx.post(f"{limited}/v1/compare", json=over, headers=headers)
+    expected = f"params.{strategy}.{field.split('.')[1]}" if field.startswith("params") else field
+    assert response.status_code == 422 and _fields(response) == [expected]
+
+
+def test_a_session_without_a_wall_budget_gets_the_servers_limit(limited, redis_url):
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    created = httpx.post(f"{limited}/v1/problems", json=problem(), headers=headers)
+    assert created.status_code == 202 and created.json()["budget"]["max_wall_s"] == 600
+
+
+async def test_open_event_streams_are_limited_per_tenant(limited, redis_url):
+    headers = {"Authorization": f"Bearer {KEY_A}"}
+    async with httpx.AsyncClient(base_url=limited, headers=headers, timeout=10) as alice:
+        sid = (await alice.post("/v1/problems", json=problem())).json()["id"]
+        url = f"/v1/problems/{sid}/events"
+        async with alice.stream("GET", url) as first, alice.stream("GET", url) as second:
+            assert first.status_code == second.status_code == 200
+            third = await alice.get(url)
+            assert third.status_code == 429 and _fields(third) == ["events"]
+            assert "2 open event streams" in third.json()["message"]
+            assert third.headers["retry-after"]
+        for _ in range(50):  # a closed stream gives its place back
+            async with alice.stream("GET", url) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert again.status_code == 200

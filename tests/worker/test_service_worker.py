@@ -1,22 +1,158 @@
-"""The worker's conversions to stored records."""
+"""The service worker's job bookkeeping against a real Redis, in-process, with the tiny random
+Llama and the real sandbox: who acknowledges a job, which failures end only their session,
+where checkpoint folders go, and what a resume without a checkpoint says."""
 
-from worker.records import Attempt
-from worker.service_worker import attempt_public
+import asyncio
+import json
+import time
 
-ANSWER = (
-    "```python\ndef add(x, y):\n    return x + y\n```\nUsage:\n```python\nprint(add(2, 3))\n```"
+import pytest
+from redis.asyncio import Redis
+
+from sdpo.schemas import AttemptPublic, Budget, ProblemCreate
+from sdpo.settings import Settings
+from sdpo.store import (
+    Claim,
+    CreateRequest,
+    JobQueue,
+    Store,
+    StoreConfig,
+    attempts_key,
+    session_key,
+)
+from worker.service_worker import SessionRun, WorkerContext, run_job
+
+NEVER_PASSES = "def check(output):\n    return False\n"
+PROBLEM = ProblemCreate(
+    prompt="Write anything.",
+    strategy="best_of_k",
+    verifier={"type": "checker", "mode": "answer", "code": NEVER_PASSES},
+    budget={"max_attempts": 4},
+    params={"num_generations": 2, "max_completion_length": 4},
 )
 
 
-def test_attempt_record_shows_the_block_that_defines_the_entry_point():
-    """The stored code (a passing attempt's is the session's solution) is the block the sandbox
-    judged for that verifier."""
-    attempt = Attempt(index=1, step=0, text=ANSWER, token_ids=[1, 2], logprobs=[-0.1, -0.2])
-    assert attempt_public(attempt, "add").code == "def add(x, y):\n    return x + y"
-    assert attempt_public(attempt).code == "print(add(2, 3))"
+@pytest.fixture
+async def redis(redis_url):
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
-def test_attempt_record_without_a_block_has_no_code():
-    attempt = Attempt(index=1, step=0, text="Just add them.", token_ids=[1], logprobs=[-0.1])
-    record = attempt_public(attempt, "add")
-    assert record.code is None and record.verdict == "not_judged" and record.tokens == 1
+@pytest.fixture
+def make_ctx(redis, runtime, tmp_path):
+    def make(name: str, **overrides) -> WorkerContext:
+        settings = Settings(
+            redis_url="redis://unused", checkpoint_dir=tmp_path, worker_name=name, **overrides
+        )
+        store = Store(redis, StoreConfig.from_settings(settings))
+        return WorkerContext(settings, runtime, store, JobQueue(redis), asyncio.Event())
+
+    return make
+
+
+async def _queued(ctx: WorkerContext, problem: ProblemCreate = PROBLEM) -> str:
+    await ctx.queue.ensure_group()
+    return (await ctx.store.create(CreateRequest("alice", [problem]))).ids[0]
+
+
+async def test_a_worker_that_lost_its_lease_acknowledges_nothing(make_ctx, redis):
+    """Its wall time runs out at the top of the loop before the heartbeat saw the lease go."""
+    old, new = make_ctx("old"), make_ctx("new")
+    timed = PROBLEM.model_copy(update={"budget": Budget(max_attempts=4, max_wall_s=1)})
+    sid = await _queued(old, timed)
+    job = await old.queue.read("old", 100)
+    stale = await old.store.claim(sid, job.id, "old")
+    assert (await new.queue.reclaim("new", 0)).id == job.id
+    holder = await new.store.claim(sid, job.id, "new")
+    assert isinstance(holder, Claim)
+    stale.state.started_at = time.time() - 10
+    await SessionRun(old, job, stale).run()
+    state = await new.store.get(sid)
+    assert (state.status, state.lease) == ("running", holder.state.lease)
+    assert await new.queue.pending() == 1  # the new holder's job is still there
+    assert await new.store.finish(sid, holder.state.lease, "exhausted")
+
+
+async def test_a_session_that_cannot_be_built_fails_alone(make_ctx, redis):
+    """A strategy this worker does not know (a newer gateway's), a model error or an OOM while
+    building: the session fails with the message, the job is done, the worker goes on."""
+    ctx = make_ctx("w")
+    sid = await _queued(ctx)
+    await redis.hset(session_key(sid), "strategy", "tree_search")
+    await run_job(ctx, await ctx.queue.read("w", 100))
+    state = await ctx.store.get(sid)
+    assert state.status == "failed" and "tree_search" in state.error
+    assert await ctx.queue.pending() == 0 and await ctx.queue.depth() == 0
+    good = await _queued(ctx)
+    await run_job(ctx, await ctx.queue.read("w", 100))
+    assert (await ctx.store.get(good)).status == "exhausted"
+
+
+async def test_no_checkpoint_folder_leaks_past_max_claims(make_ctx, tmp_path):
+    ctx = make_ctx("w", max_claims=1, claim_idle_ms=100)
+    sid = await _queued(ctx)
+    job = await ctx.queue.read("dead", 100)
+    await ctx.store.claim(sid, job.id, "dead")
+    (tmp_path / sid).mkdir()
+    (tmp_path / sid / "after-1.pt").write_bytes(b"x")
+    await asyncio.sleep(0.2)
+    job = await ctx.queue.reclaim("w", 100)
+    await run_job(ctx, job)
+    assert (await ctx.store.get(sid)).status == "failed"
+    assert not (tmp_path / sid).exists()
+
+
+async def test_no_checkpoint_folder_leaks_when_a_released_session_is_cancelled(make_ctx, tmp_path):
+    ctx = make_ctx("w")
+    sid = await _queued(ctx)
+    job = await ctx.queue.read("w", 100)
+    claim = await ctx.store.claim(sid, job.id, "w")
+    (tmp_path / sid).mkdir()
+    (tmp_path / sid / "after-1.pt").write_bytes(b"x")
+    assert await ctx.store.requeue(sid, claim.state.lease, job, ctx.queue.key)
+    assert await ctx.store.cancel(sid) == "queued"
+    await run_job(ctx, await ctx.queue.read("w", 100))  # the job of a cancelled session
+    assert not (tmp_path / sid).exists() and await ctx.queue.depth() == 0
+
+
+async def test_a_resume_without_a_checkpoint_says_so(make_ctx, redis):
+    """The worker that committed step 0 saved its checkpoint elsewhere (no shared volume)."""
+    ctx = make_ctx("w", claim_idle_ms=100)
+    sid = await _queued(ctx)
+    job = await ctx.queue.read("elsewhere", 100)
+    claim = await ctx.store.claim(sid, job.id, "elsewhere")
+    run = SessionRun(ctx, job, claim)
+    run.strategy = run._build()
+    await run._restore()
+    await run._commit(await run.strategy.step(4, None))
+    for path in ctx.settings.checkpoints.rglob("*.pt"):
+        path.unlink()
+    await asyncio.sleep(0.2)
+    await run_job(ctx, await ctx.queue.reclaim("w", 100))
+    _, steps = await ctx.store.snapshot(sid)
+    assert [s.resumed_without_checkpoint for s in steps] == [False, True]
+    events = await ctx.store.events(sid, "0", 0)
+    flagged = [json.loads(e.data) for e in events if e.type == "status"]
+    assert any(d.get("resumed_without_checkpoint") for d in flagged)
+
+
+async def test_the_attempt_log_of_a_session_is_bounded_in_bytes(make_ctx, redis):
+    ctx = make_ctx("w", attempt_log_bytes=2048)
+    wordy = PROBLEM.model_copy(
+        update={
+            "budget": Budget(max_attempts=12),
+            "params": {**PROBLEM.params, "max_completion_length": 48},
+        }
+    )
+    sid = await _queued(ctx, wordy)
+    await run_job(ctx, await ctx.queue.read("w", 100))
+    stored = await redis.lrange(attempts_key(sid), 0, -1)
+    attempts = [AttemptPublic.model_validate_json(a) for a in stored]
+    assert [a.index for a in attempts] == list(range(1, 13))
+    assert sum(len(a.encode()) for a in stored) <= 2048 + 12 * 400
+    kept = [a for a in attempts if not a.elided]
+    elided = [a for a in attempts if a.elided]
+    assert kept and elided and kept[-1].index < elided[0].index
+    assert all(a.text == "" and a.code is None and a.verdict for a in elided)
+    assert (await ctx.store.get(sid)).status == "exhausted"
