@@ -1,5 +1,5 @@
 """Gateway benchmark: status reads (GET /v1/problems/{id}) with 200 concurrent clients on
-loopback, next to a bare FastAPI endpoint measured in the same run (DESIGN.md §7).
+loopback, next to a bare FastAPI endpoint measured in the same run.
 
 Both servers are one uvicorn process with the same options, up at the same time. The status
 read is authenticated and reads a session with 8 committed steps from a real Redis.

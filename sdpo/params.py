@@ -1,6 +1,6 @@
 """Strategy parameters: the one place each knob is named, bounded and documented.
 
-Names follow trl's `SDPOConfig` (DESIGN.md §1), which users know. These models serve the REST
+Names follow trl's `SDPOConfig`, which users know. These models serve the REST
 API, the CLI and the worker alike, so this module stays free of torch and FastAPI.
 """
 

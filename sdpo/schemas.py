@@ -1,4 +1,4 @@
-"""The REST API's schemas (DESIGN.md §3): what users send and read, and what workers store.
+"""The REST API's schemas: what users send and read, and what workers store.
 
 Free of FastAPI and torch: the gateway validates with these models, and the worker writes the
 attempt and step records in the same shapes, so the gateway serves them as they are stored.
@@ -54,7 +54,7 @@ class _ProblemBase(_Strict):
     prompt: str = Field(
         ..., min_length=1, max_length=MAX_PROMPT_CHARS, description="The problem text."
     )
-    verifier: VerifierSpec = Field(..., description="How attempts are judged (DESIGN.md §4).")
+    verifier: VerifierSpec = Field(..., description="How attempts are judged.")
     budget: Budget = Field(default_factory=Budget, description="When to give up.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the session's sampling.")
     model: str = Field(
@@ -81,7 +81,7 @@ class ProblemCreate(_ProblemBase):
     params: dict[str, Any] = Field(
         default_factory=dict,
         validate_default=True,
-        description="The strategy's parameters (DESIGN.md §1); omitted ones take defaults.",
+        description="The strategy's parameters; omitted ones take the model profile's defaults.",
     )
     # problem-set metadata (sdpo/problem_set.py), accepted so that a line of a problem-set file
     # can be POSTed as it is; the session does not keep it

@@ -1,2 +1,2 @@
 """The REST gateway (FastAPI): stateless and torch-free. It validates, authenticates, stores a
-session and enqueues its job; workers do the rest (DESIGN.md §2, §3)."""
+session and enqueues its job; workers do the rest."""

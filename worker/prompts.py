@@ -1,6 +1,6 @@
 """Prompt texts: the student's prompt, the teacher's reprompt and the multi-turn context.
 
-The templates are the official SDPO ones (DESIGN.md §1). The attempt's own tokens are appended
+The templates are the official SDPO ones (lasgroup/SDPO). The attempt's own tokens are appended
 after the teacher context by the scorer; they are never part of the teacher's prompt text.
 """
 

@@ -36,7 +36,7 @@ trl/experimental/sdpo/loss_utils.py), and lasgroup/SDPO, verl/trainer/ppo/core_a
 `loss_type="dapo"` reduces the same way.
 
 Where we depart from them, and why:
-* The paper (and DESIGN.md section 1) writes the loss as a sum over the tokens of y. We average over
+* The paper writes the loss as a sum over the tokens of y. We average over
   the valid tokens, as both codebases do, so the step size does not grow with attempt length.
 * Log-probabilities are computed in float32 at least (float64 stays float64). Log-probs in bf16 are
   too coarse for the KL between two nearly equal distributions.

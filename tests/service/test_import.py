@@ -1,4 +1,4 @@
-"""The gateway, the client and the CLI import without torch or the worker (DESIGN.md §2)."""
+"""The gateway, the client and the CLI import without torch or the worker."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""The strategies end to end on the bundled model, with the real sandbox (DESIGN.md §5)."""
+"""The strategies end to end on the bundled model, with the real sandbox."""
 
 import asyncio
 

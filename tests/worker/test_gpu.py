@@ -1,4 +1,4 @@
-"""The hf engine and the SDPO update on CUDA (DESIGN.md §6): run by deploy/gpu_check.sh on a
+"""The hf engine and the SDPO update on CUDA: run by deploy/gpu_check.sh on a
 lent GPU, skipped elsewhere. SDPO_GPU_TEST_DEVICE=cpu dry-runs them on the CPU, to check the
 script before spending GPU time."""
 

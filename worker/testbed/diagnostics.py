@@ -201,7 +201,7 @@ VERY_HARD_SEARCH_SPACE = 45  # a uniform guesser passes at most 1/45 = 2.2% of t
 
 def very_hard_heldout(n: int, min_search_space: int = VERY_HARD_SEARCH_SPACE) -> list[Task]:
     """The first n held-out tasks with two hidden constants spanning `min_search_space` or
-    more combinations (the regime of DESIGN.md §5, base pass rate about 0.3-2%)."""
+    more combinations (the very hard regime, base pass rate about 0.3-2%)."""
     found, i = [], 0
     while len(found) < n:
         task = heldout_task(i)

@@ -1,4 +1,4 @@
-"""The synthetic task family of the bundled CPU model (DESIGN.md §5).
+"""The synthetic task family of the bundled CPU model.
 
 Every problem asks for `def f(xs):` on a list of small non-negative ints. Its hidden solution is a
 pipeline of 2-3 one-line list ops followed by `return xs`. The prompt describes every op in order,

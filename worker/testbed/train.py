@@ -1,4 +1,4 @@
-"""Train the bundled CPU model from scratch (DESIGN.md §5).
+"""Train the bundled CPU model from scratch.
 
     python -m worker.testbed.train --out DIR --minutes M --seed S [--steps N]
     python -m worker.testbed.train --out DIR2 --init DIR --steps N --p-solution P  # stage 2
@@ -279,7 +279,7 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
         "# Bundled CPU model",
         "",
         "A small `LlamaForCausalLM` trained on the synthetic task family of",
-        "`worker/testbed/tasks.py` (DESIGN.md §5). This stage was made with:",
+        "`worker/testbed/tasks.py`. This stage was made with:",
         "",
         "```",
         command,
