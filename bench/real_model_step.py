@@ -10,8 +10,9 @@ decode speed against the memory-bandwidth floor.
    in that tree too, in the same run, alternating, so machine noise hits both alike. Each step
    runs in a fresh process of its own tree (the converted model folder is shared).
 2. Decode milliseconds per token at batch 1, 8 and 32, without and with a session's LoRA
-   adapter, against the floor: the weight bytes one decode step reads over the memcpy
-   bandwidth measured in the same run.
+   adapter (as the hf engine samples it, merged; and through peft's LoRA layers), against the
+   floor: the weight bytes one decode step reads over the memcpy bandwidth measured in the
+   same run.
 
 Writes bench/results/real_model_step.json.
 """
@@ -108,8 +109,11 @@ def decode_ms(model, batch: int, steps: int = 24, prompt: int = 128) -> float:
 
 def decode_table(folder: Path) -> dict:
     """Decode ms per step with and without an adapter, base and peft taking turns."""
+    import torch
+
     from sdpo.params import SDPOParams
     from worker.adapter import SessionAdapter
+    from worker.engine import MergedView
     from worker.model import load_model
 
     loaded = load_model(folder)
@@ -118,18 +122,25 @@ def decode_table(folder: Path) -> dict:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bandwidth = memcpy_gb_s()
     floor_ms = weight_bytes / (bandwidth * 1e9) * 1000
-    rows = []
+    rows, merge_ms = [], []
     for batch in (1, 8, 32):
         base = decode_ms(model, batch)
         adapter = SessionAdapter(model, SDPOParams(), seed=0)
-        with_lora = decode_ms(adapter.model, batch)
+        peft = decode_ms(adapter.model, batch)
+        with torch.inference_mode(), adapter.model.disable_adapter():
+            started = time.perf_counter()
+            view = MergedView(adapter)  # what the hf engine samples a session's adapter with
+            merge_ms.append((time.perf_counter() - started) * 1000)
+            merged = decode_ms(view, batch)
         adapter.close()
         rows.append(
             {
                 "batch": batch,
                 "base_ms": round(base, 1),
-                "lora_ms": round(with_lora, 1),
-                "lora_overhead": round(with_lora / base - 1, 3),
+                "lora_ms": round(merged, 1),
+                "lora_overhead": round(merged / base - 1, 3),
+                "peft_ms": round(peft, 1),
+                "peft_overhead": round(peft / base - 1, 3),
                 "base_over_floor": round(base / floor_ms, 2),
             }
         )
@@ -137,6 +148,7 @@ def decode_table(folder: Path) -> dict:
         "weight_bytes": weight_bytes,
         "memcpy_gb_s": round(bandwidth, 1),
         "floor_ms": round(floor_ms, 1),
+        "merge_ms_per_batch": round(sum(merge_ms) / len(merge_ms), 1),
         "rows": rows,
     }
 
@@ -184,8 +196,10 @@ def print_report(report: dict) -> None:
     for row in decode["rows"]:
         print(
             f"  batch {row['batch']:>2}: base {row['base_ms']:>6} ms ({row['base_over_floor']}x "
-            f"floor), with LoRA {row['lora_ms']:>6} ms (+{row['lora_overhead']:.0%})"
+            f"floor), with LoRA {row['lora_ms']:>6} ms ({row['lora_overhead']:+.0%}; "
+            f"through peft's layers {row['peft_ms']} ms, {row['peft_overhead']:+.0%})"
         )
+    print(f"  merging the adapter: {decode['merge_ms_per_batch']} ms once per batch")
 
 
 if __name__ == "__main__":

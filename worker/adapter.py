@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel
 
 from sdpo.params import SDPOParams
@@ -75,6 +76,20 @@ class SessionAdapter:
             return
         for t, s in zip(self._teacher_params(), self.student_params(), strict=True):
             t.lerp_(s, rate)
+
+    @torch.no_grad()
+    def merged_weights(self) -> dict[str, torch.Tensor]:
+        """W + scaling * B @ A for every layer the student adapts, by parameter name: new
+        tensors (the base's own weights are never written), in the base weights' dtype."""
+        merged = {}
+        for name, module in self.model.named_modules():
+            if not isinstance(module, LoraLayer) or STUDENT not in module.lora_A:
+                continue
+            base = module.get_base_layer().weight
+            a, b = module.lora_A[STUDENT].weight, module.lora_B[STUDENT].weight  # (r, in), (out, r)
+            delta = (b.float() @ a.float()) * module.scaling[STUDENT]  # (out, in)
+            merged[f"{name}.base_layer.weight"] = (base.float() + delta).to(base.dtype)
+        return merged
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         names = self._named(STUDENT) + (self._named(TEACHER) if self.teacher_kind == "ema" else [])
