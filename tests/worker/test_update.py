@@ -70,7 +70,8 @@ def test_chunked_loss_matches_the_full_vocabulary_loss_and_its_gradients(tiny):
 
 PEAK_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
+    from pathlib import Path
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from sdpo.params import SDPOParams
@@ -91,8 +92,14 @@ PEAK_SCRIPT = textwrap.dedent(
     batch = DistillBatch([[1, 2, 3]] * 2, [[1, 2, 3, 4]] * 2, attempts,
                          [[-1.0] * 300] * 2)
     settings = distill_settings(params)
-    def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    before = rss()
+    def status(field):  # kB lines of /proc/self/status
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines()
+                    if l.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
+    # This process's own high-water mark (getrusage's ru_maxrss would carry over the parent's
+    # across exec): reset it to the current RSS, then read it after the update.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS")
     if sys.argv[1] == "naive":
         with torch.no_grad(), adapter.teacher():
             teacher, _ = attempt_logits(adapter.model, batch.teacher_contexts, attempts)
@@ -104,7 +111,7 @@ PEAK_SCRIPT = textwrap.dedent(
         student = attempt_hidden(adapter.model, batch.student_contexts, attempts).hidden
         setup = LossSetup(adapter.model, settings, 1.0, chunk_size(config.vocab_size))
         chunked_loss(setup, student, teacher, batch.sampled(student.device))[0].backward()
-    print(json.dumps({"peak_growth": rss() - before}))
+    print(json.dumps({"peak_growth": status("VmHWM") - before}))
     """
 )
 BOUND_BYTES = 1 << 30  # one (2, 300, 150k) float32 tensor is 0.36 GB; the naive path holds many
