@@ -113,11 +113,12 @@ def decode_table(folder: Path) -> dict:
 
     from sdpo.params import SDPOParams
     from worker.adapter import SessionAdapter
-    from worker.engine import MergedView
+    from worker.engine import GenerationTwin
     from worker.model import load_model
 
     loaded = load_model(folder)
     model = loaded.model
+    twin = GenerationTwin(model)
     # one decode step reads every weight once; the tied embedding serves as the output layer
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bandwidth = memcpy_gb_s()
@@ -127,11 +128,11 @@ def decode_table(folder: Path) -> dict:
         base = decode_ms(model, batch)
         adapter = SessionAdapter(model, SDPOParams(), seed=0)
         peft = decode_ms(adapter.model, batch)
-        with torch.inference_mode(), adapter.model.disable_adapter():
+        with torch.inference_mode():
             started = time.perf_counter()
-            view = MergedView(adapter)  # what the hf engine samples a session's adapter with
-            merge_ms.append((time.perf_counter() - started) * 1000)
-            merged = decode_ms(view, batch)
+            with twin.merged(adapter) as merged_model:  # how the hf engine samples an adapter
+                merge_ms.append((time.perf_counter() - started) * 1000)
+                merged = decode_ms(merged_model, batch)
         adapter.close()
         rows.append(
             {

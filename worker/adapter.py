@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from sdpo.params import SDPOParams
 
 STUDENT = "student"
+PEFT_PREFIX = "base_model.model."  # peft's module names: this, then the base model's own
 TEACHER = "teacher"
 
 
@@ -79,8 +80,8 @@ class SessionAdapter:
 
     @torch.no_grad()
     def merged_weights(self) -> dict[str, torch.Tensor]:
-        """W + scaling * B @ A for every layer the student adapts, by parameter name: new
-        tensors (the base's own weights are never written), in the base weights' dtype."""
+        """W + scaling * B @ A for every layer the student adapts, by the layer's name in the
+        base model: new tensors (the base's own weights are never written), in their dtype."""
         merged = {}
         for name, module in self.model.named_modules():
             if not isinstance(module, LoraLayer) or STUDENT not in module.lora_A:
@@ -88,7 +89,7 @@ class SessionAdapter:
             base = module.get_base_layer().weight
             a, b = module.lora_A[STUDENT].weight, module.lora_B[STUDENT].weight  # (r, in), (out, r)
             delta = (b.float() @ a.float()) * module.scaling[STUDENT]  # (out, in)
-            merged[f"{name}.base_layer.weight"] = (base.float() + delta).to(base.dtype)
+            merged[name.removeprefix(PEFT_PREFIX)] = (base.float() + delta).to(base.dtype)
         return merged
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -1,11 +1,12 @@
 """The hf engine samples a session's adapter through merged weights: the same distribution as
 peft's LoRA layers, and the base model untouched."""
 
+import pytest
 import torch
 
 from sdpo.params import SDPOParams
 from worker.adapter import SessionAdapter
-from worker.engine import HFEngine, MergedView
+from worker.engine import GenerationTwin, HFEngine
 from worker.generation import SamplingConfig
 
 
@@ -19,24 +20,31 @@ def _trained(tiny) -> SessionAdapter:
 
 def test_merged_weights_compute_what_the_lora_layers_compute(tiny):
     base = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    twin = GenerationTwin(tiny.model)
+    shared = dict(twin.model.named_parameters())
+    assert all(shared[n] is p for n, p in tiny.model.named_parameters())  # nothing copied
     adapter = _trained(tiny)
+    with pytest.raises(ValueError, match="no adapter"):
+        GenerationTwin(tiny.model)
     ids = torch.tensor([[4, 5, 6, 7, 8, 9]])
     try:
         with torch.no_grad():
             lora = adapter.model(input_ids=ids).logits
-            with adapter.model.disable_adapter():
-                merged = MergedView(adapter)(input_ids=ids).logits
-                plain = adapter.model(input_ids=ids).logits
+            with twin.merged(adapter) as model:
+                merged = model(input_ids=ids).logits
+            plain = twin.model(input_ids=ids).logits
         torch.testing.assert_close(merged, lora, atol=1e-5, rtol=1e-4)
         assert not torch.allclose(plain, lora, atol=1e-3)  # the adapter does change the output
     finally:
         adapter.close()
     state = tiny.model.state_dict()
     assert all(torch.equal(state[k], base[k]) for k in base)
+    assert all(p is shared[n] for n, p in twin.model.named_parameters())  # restored
 
 
 def test_the_engine_samples_the_adapter_deterministically(tiny):
-    adapter, engine = _trained(tiny), HFEngine(tiny)
+    engine = HFEngine(tiny)  # as a worker does: the engine first, then sessions' adapters
+    adapter = _trained(tiny)
     config = SamplingConfig(tiny.stop_token_ids, max_new_tokens=16)
     try:
         first = engine.generate(
