@@ -37,10 +37,10 @@ import redis
 
 from sandbox import Sandbox, parse_spec
 from sdpo.client import ApiError, SdpoClient
-from sdpo.embedded import EmbeddedRedis, die_with_parent, free_port
 from sdpo.schemas import TERMINAL
 from sdpo.settings import Settings
 from sdpo.store import owner_active_key
+from sdpo_serve.embedded import EmbeddedRedis, die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT_KEYS = [f"chaos-tenant-{i}-0123456789abcdef" for i in range(3)]
@@ -126,7 +126,7 @@ class Cluster:
         self._logs: list = []
         self.start_gateway()
         self.workers = [
-            self._spawn(["-m", "sdpo.cli", "worker"], f"worker-{i}") for i in range(workers)
+            self._spawn(["-m", "sdpo_serve.cli", "worker"], f"worker-{i}") for i in range(workers)
         ]
 
     @property
@@ -162,7 +162,7 @@ class Cluster:
 
     def restart_worker(self, index: int) -> None:
         self.workers[index].wait()
-        self.workers[index] = self._spawn(["-m", "sdpo.cli", "worker"], f"worker-{index}")
+        self.workers[index] = self._spawn(["-m", "sdpo_serve.cli", "worker"], f"worker-{index}")
 
     def crash_redis(self) -> None:
         port = self.redis.port

@@ -32,10 +32,10 @@ import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from sdpo.embedded import EmbeddedRedis, free_port
 from sdpo.schemas import AttemptPublic, ProblemCreate, StepPublic
 from sdpo.settings import Settings
 from sdpo.store import Claim, CreateRequest, JobQueue, StepCommit, Store
+from sdpo_serve.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

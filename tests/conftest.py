@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from sandbox import Sandbox, SandboxSettings
-from sdpo.embedded import EmbeddedRedis
+from sdpo_serve.embedded import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import uvicorn
 
-from sdpo.embedded import free_port
 from sdpo.settings import Settings
+from sdpo_serve.embedded import free_port
 from service.app import create_app
 from tests.worker import conftest as worker_fixtures
 
@@ -106,7 +106,7 @@ class Cluster:
         return False
 
     def start_worker(self) -> subprocess.Popen:
-        worker = self._spawn(["-m", "sdpo.cli", "worker"], f"worker-{len(self.workers)}")
+        worker = self._spawn(["-m", "sdpo_serve.cli", "worker"], f"worker-{len(self.workers)}")
         self.workers.append(worker)
         return worker
 
@@ -161,7 +161,15 @@ def comparison(**overrides) -> dict:
 class Serve:
     def __init__(self, data_dir: Path, env: dict[str, str], log: Path) -> None:
         self.port, self.data_dir, self.log = free_port(), data_dir, log
-        argv = ["-m", "sdpo.cli", "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
+        argv = [
+            "-m",
+            "sdpo_serve.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+        ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, *argv], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT

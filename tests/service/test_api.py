@@ -11,10 +11,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from sdpo.embedded import free_port
 from sdpo.schemas import AttemptPublic, Solution, StepPublic
 from sdpo.settings import Settings
 from sdpo.store import Claim, JobQueue, StepCommit, Store, session_keys
+from sdpo_serve.embedded import free_port
 
 from .conftest import KEY_A, KEY_B, comparison, gateway_in_thread, problem
 

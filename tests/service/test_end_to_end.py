@@ -11,10 +11,10 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from sdpo.cli import app as cli
 from sdpo.client import ApiError, SdpoClient
-from sdpo.embedded import EmbeddedRedis
 from sdpo.store import session_key
+from sdpo_serve.cli import app as cli
+from sdpo_serve.embedded import EmbeddedRedis
 
 from .conftest import WORKER_ENV, Cluster, child_env, comparison, problem, wait_until
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from sdpo.client import SdpoClient
-from sdpo.embedded import EmbeddedRedis
 from sdpo.store import WORKERS_KEY, jobs_key, session_key
+from sdpo_serve.embedded import EmbeddedRedis
 
 from .conftest import REPO, WORKER_ENV, Serve, child_env, problem, wait_until
 
@@ -33,7 +33,8 @@ def test_serve_runs_everything_and_ctrl_c_stops_it_cleanly(tmp_path, tiny_model_
     body = tmp_path / "problem.json"
     body.write_text(json.dumps(problem(passes=True)))
     submitted = subprocess.run(
-        [sys.executable, "-m", "sdpo.cli", "submit", str(body), "--wait", "--api-url", serve.url],
+        [sys.executable, "-m", "sdpo_serve.cli", "submit", str(body), "--wait",
+         "--api-url", serve.url],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert submitted.returncode == 0 and "solved" in submitted.stdout, submitted.stderr

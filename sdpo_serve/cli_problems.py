@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from .problem_set import ProblemSetEntry
+    from sdpo.problem_set import ProblemSetEntry
 
 problems_app = typer.Typer(
     help="Problem-set files (JSONL, one POST /v1/problems body per line).", no_args_is_help=True
@@ -26,7 +26,7 @@ OUT = Annotated[Path, typer.Option("--out", help="Problem-set file to write (JSO
 
 
 def _write(out: Path, entries: Sequence[ProblemSetEntry]) -> None:
-    from .problem_set import write_problem_set
+    from sdpo.problem_set import write_problem_set
 
     count = write_problem_set(out, entries)
     typer.echo(f"wrote {count} problems to {out}")
@@ -80,8 +80,7 @@ def check(
     """Judge every reference solution in the sandbox; exit 1 if any fails, 2 if the file is bad."""
     from problemsets.check import check_problem_set
     from sandbox import Sandbox, SandboxError, SandboxUnavailable
-
-    from .problem_set import ProblemSetError, load_problem_set
+    from sdpo.problem_set import ProblemSetError, load_problem_set
 
     try:
         entries = load_problem_set(file)

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from sdpo.cli import app
+from sdpo_serve.cli import app
 
 UNIT = {"type": "unit_tests", "entry_point": "total", "test_code": "assert total([1, 2]) == 3"}
 

@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from . import __version__
+from sdpo import __version__
+
 from .cli_problems import problems_app
 
 app = typer.Typer(
@@ -227,7 +228,7 @@ def _service_settings(**overrides: object):
     """Settings from SDPO_* variables, with the options given on the command line on top."""
     from pydantic import ValidationError
 
-    from .settings import Settings
+    from sdpo.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -318,7 +319,7 @@ def _client_call(call):
     """Run a client call; API errors and an unreachable server end the command cleanly."""
     import httpx
 
-    from .client import ApiError
+    from sdpo.client import ApiError
 
     try:
         return call()
@@ -384,7 +385,7 @@ def submit(
     api_key: API_KEY = None,
 ) -> None:
     """Submit a problem. With --wait, exit status 0 only if it was solved."""
-    from .client import SdpoClient
+    from sdpo.client import SdpoClient
 
     body = _read_json(problem)
     if strategy is not None:
@@ -406,7 +407,7 @@ def status(
     api_key: API_KEY = None,
 ) -> None:
     """Show a session: status, attempts, first success, solution."""
-    from .client import SdpoClient
+    from sdpo.client import SdpoClient
 
     with SdpoClient(api_url, api_key) as client:
         _print_problem(_client_call(lambda: client.get_problem(problem_id)))
@@ -442,7 +443,7 @@ def compare(
     api_key: API_KEY = None,
 ) -> None:
     """Run strategies side by side on one problem with the same budget and seeds."""
-    from .client import SdpoClient
+    from sdpo.client import SdpoClient
 
     body = _read_json(problem)
     body.pop("strategy", None)

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from sdpo.embedded import URL_FILE, EmbeddedRedis, WorkerPool, discover_url
+from sdpo_serve.embedded import URL_FILE, EmbeddedRedis, WorkerPool, discover_url
 
 
 def test_data_survives_a_restart_and_a_crash(tmp_path):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .settings import Settings
+from sdpo.settings import Settings
 
 URL_FILE = "redis.url"  # in the data folder: lets `sdpo worker` find a running embedded server
 
@@ -182,7 +182,7 @@ def worker_env(settings: Settings, workers: int) -> dict[str, str]:
 
 
 def worker_argv() -> list[str]:
-    return [sys.executable, "-m", "sdpo.cli", "worker"]
+    return [sys.executable, "-m", "sdpo_serve.cli", "worker"]
 
 
 @dataclass
