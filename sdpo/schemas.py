@@ -30,6 +30,8 @@ Status = Literal["queued", "running", "solved", "exhausted", "failed", "cancelle
 TERMINAL: frozenset[str] = frozenset({"solved", "exhausted", "failed", "cancelled"})
 EventType = Literal["status", "step", "end"]
 
+MAX_SEED = 2**31 - 1
+
 
 def _field_error(loc: tuple[str | int, ...], message: str) -> ValidationError:
     """A validation error located below the field being validated (pydantic nests it)."""
@@ -56,7 +58,7 @@ class _ProblemBase(_Strict):
     )
     verifier: VerifierSpec = Field(..., description="How attempts are judged.")
     budget: Budget = Field(default_factory=Budget, description="When to give up.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the session's sampling.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the session's sampling.")
     model: str = Field(
         "default", pattern=MODEL_NAME_PATTERN, description="Model name, as the server lists it."
     )
@@ -140,6 +142,17 @@ class CompareCreate(_ProblemBase):
     repeats: int = Field(
         1, ge=1, le=MAX_REPEATS, description="Runs per strategy, with seeds seed, seed+1, ..."
     )
+
+    @field_validator("repeats")
+    @classmethod
+    def _seeds_fit(cls, repeats: int, info: ValidationInfo) -> int:
+        seed = info.data.get("seed")
+        if seed is not None and seed + repeats - 1 > MAX_SEED:
+            raise ValueError(
+                f"the runs use seeds seed..seed+repeats-1, and seed {seed} + {repeats - 1} "
+                f"exceeds the largest seed {MAX_SEED}"
+            )
+        return repeats
 
     @field_validator("strategies")
     @classmethod

@@ -70,3 +70,11 @@ def test_compare_expands_into_one_problem_per_strategy_and_seed():
     with pytest.raises(ValidationError) as error:
         CompareCreate(prompt="p", verifier=VERIFIER, params={"best_of_k": {"lora_rank": 4}})
     assert ("params", "best_of_k", "lora_rank") in _locs(error.value)
+
+
+def test_compare_seeds_past_the_largest_seed_are_refused_naming_repeats():
+    """Found by the API fuzzer: seed 2**31 - 1 with repeats 6 was a 500."""
+    with pytest.raises(ValidationError) as error:
+        CompareCreate(prompt="p", verifier=VERIFIER, seed=2**31 - 1, repeats=6)
+    assert ("repeats",) in _locs(error.value)
+    assert len(CompareCreate(prompt="p", verifier=VERIFIER, seed=2**31 - 6, repeats=6).problems())

@@ -3,7 +3,9 @@
 import inspect
 from dataclasses import asdict
 
-from sdpo_serve import cli  # not the command itself: pytest would collect `testbed_hardset` and run it
+from sdpo_serve import (
+    cli,  # not the command itself: pytest would collect `testbed_hardset` and run it
+)
 from worker.testbed.hardset import HardSetRule, load_hard_set
 
 
