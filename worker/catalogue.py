@@ -107,8 +107,8 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def converted_folder(gguf: Path, cache_dir: Path) -> Path:
-    return cache_dir / f"{gguf.stem}-{file_digest(gguf)[:DIGEST_CHARS]}"
+def converted_folder(gguf: Path, cache_dir: Path, digest: str) -> Path:
+    return cache_dir / f"{gguf.stem}-{digest[:DIGEST_CHARS]}"
 
 
 def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
@@ -116,13 +116,14 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
 
     The folder appears under its final name only when complete (written beside it, then
     renamed), so a worker killed mid-conversion leaves nothing that another one would load."""
-    folder = converted_folder(gguf, cache_dir)
+    digest = file_digest(gguf)  # read once: 98 MB for SmolLM2
+    folder = converted_folder(gguf, cache_dir, digest)
     if (folder / SOURCE_FILE).is_file():
         return folder
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _write_converted(gguf, partial)
+        _write_converted(gguf, digest, partial)
         try:
             partial.rename(folder)
         except OSError:  # another process finished first: keep its folder
@@ -133,7 +134,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     return folder
 
 
-def _write_converted(gguf: Path, out: Path) -> None:
+def _write_converted(gguf: Path, digest: str, out: Path) -> None:
     """Dequantize the GGUF weights to bfloat16 and save them with a fixed-up tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -153,7 +154,7 @@ def _write_converted(gguf: Path, out: Path) -> None:
     out.mkdir(parents=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    source = {"file": gguf.name, "sha256": file_digest(gguf)}
+    source = {"file": gguf.name, "sha256": digest}
     (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
 
 
@@ -164,7 +165,8 @@ def describe(cache_dir: Path) -> list[dict[str, object]]:
         source = entry.source()
         converted = None
         if source is not None and source.suffix == ".gguf":
-            converted = (converted_folder(source, cache_dir) / SOURCE_FILE).is_file()
+            folder = converted_folder(source, cache_dir, file_digest(source))
+            converted = (folder / SOURCE_FILE).is_file()
         rows.append(
             {
                 "name": entry.name,

@@ -103,12 +103,9 @@ class PreallocatedCache(DynamicCache):
 
 
 def new_cache(config: PretrainedConfig, capacity: int) -> DynamicCache:
-    """The cache for a generation of at most `capacity` positions with this model."""
-    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    if layer_types := getattr(text, "layer_types", None):  # e.g. Qwen3 lists every layer's kind
-        windowed = any(kind != "full_attention" for kind in layer_types)
-    else:
-        windowed = bool(getattr(text, "sliding_window", None))
-    if windowed:
-        return DynamicCache(config=config)
+    """The cache for a generation of at most `capacity` positions with this model: transformers'
+    own DynamicCache decides which layers keep a window; with none, ours replaces it."""
+    dynamic = DynamicCache(config=config)
+    if any(dynamic.is_sliding):
+        return dynamic
     return PreallocatedCache(capacity)

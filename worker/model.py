@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from sdpo.settings import Settings
+from sdpo.settings import get_settings
 
 from .catalogue import ModelNotFound, ModelSource, resolve_model
 from .profiles import DType, ModelProfile, folder_profile
@@ -89,7 +89,7 @@ def load_model(
     dtype: DType | None = None,
     cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load a catalogue model or a local folder (default: the settings' default model).
+    """Load a catalogue model or a local folder (default: the settings' model, SDPO_MODEL).
 
     Raises ModelNotFound (nothing there, or a package to install) and ModelUnavailable."""
     source = _source(source, cache_dir)
@@ -130,9 +130,8 @@ def _source(source: ModelSource | str | Path | None, cache_dir: Path | None) -> 
         return source
     if isinstance(source, Path):
         return ModelSource(str(source), source, folder_profile(source))
-    defaults = Settings.model_fields
-    spec = source or defaults["model"].default
-    return resolve_model(spec, cache_dir or defaults["data_dir"].default / "models")
+    settings = get_settings()
+    return resolve_model(source or settings.model, cache_dir or settings.model_cache)
 
 
 def stop_token_ids(

@@ -26,8 +26,9 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 PROFILE_FILE = "sdpo_profile.json"  # optional, in a user's model folder
 
 
-def _default(name: str) -> Any:
-    return SDPOParams.model_fields[name].default
+_PARAMS = SDPOParams.model_fields
+SAMPLING_DEFAULTS = ("max_completion_length", "max_reprompt_len")  # every strategy that has them
+SDPO_DEFAULTS = ("learning_rate", "num_generations", "num_iterations")
 
 
 class ProfileError(ValueError):
@@ -53,42 +54,17 @@ class ModelProfile(BaseModel):
         default_factory=list,
         description="Stop tokens besides the model's eos ids and the end-of-turn token.",
     )
-    # The strategy defaults start from the parameters' own defaults (sdpo/params.py).
-    max_completion_length: int = Field(
-        _default("max_completion_length"), ge=1, le=32768, description="Tokens per attempt."
-    )
-    max_reprompt_len: int = Field(
-        _default("max_reprompt_len"),
-        ge=16,
-        le=131072,
-        description="Tokens of the teacher's prompt (problem + feedback); feedback is cut to fit.",
-    )
-    learning_rate: float = Field(
-        _default("learning_rate"), gt=0, le=1.0, description="SDPO: AdamW learning rate."
-    )
-    num_generations: int = Field(
-        _default("num_generations"), ge=1, le=256, description="SDPO: attempts per step."
-    )
-    num_iterations: int = Field(
-        _default("num_iterations"),
-        ge=1,
-        le=64,
-        description="SDPO: optimizer steps on each batch of failed attempts.",
-    )
+    # Strategy defaults: the parameters' own fields (sdpo/params.py), bounds and all.
+    max_completion_length: int = _PARAMS["max_completion_length"]
+    max_reprompt_len: int = _PARAMS["max_reprompt_len"]
+    learning_rate: float = _PARAMS["learning_rate"]  # SDPO only
+    num_generations: int = _PARAMS["num_generations"]  # SDPO only: the baselines keep theirs
+    num_iterations: int = _PARAMS["num_iterations"]  # SDPO only
 
     def param_defaults(self, strategy: StrategyName) -> dict[str, Any]:
         """The profile's values for the fields that `strategy` has."""
-        values = {
-            "max_completion_length": self.max_completion_length,
-            "max_reprompt_len": self.max_reprompt_len,
-        }
-        if strategy == "sdpo":
-            values |= {
-                "learning_rate": self.learning_rate,
-                "num_generations": self.num_generations,
-                "num_iterations": self.num_iterations,
-            }
-        return only_fields(strategy, values)
+        names = SAMPLING_DEFAULTS + (SDPO_DEFAULTS if strategy == "sdpo" else ())
+        return only_fields(strategy, {name: getattr(self, name) for name in names})
 
 
 def only_fields(strategy: StrategyName, values: dict[str, Any]) -> dict[str, Any]:
@@ -115,17 +91,16 @@ def resolve_params(
     return PARAMS_BY_STRATEGY[strategy].model_validate(values)
 
 
-def folder_profile(folder: Path, base: ModelProfile | None = None) -> ModelProfile:
-    """`base` (default: the real-model defaults) updated by the folder's sdpo_profile.json."""
-    base = base or ModelProfile()
+def folder_profile(folder: Path) -> ModelProfile:
+    """The real-model defaults, updated by the folder's sdpo_profile.json if it has one."""
     path = folder / PROFILE_FILE
     if not path.is_file():
-        return base
+        return ModelProfile()
     try:
         values = json.loads(path.read_text())
         if not isinstance(values, dict):
             raise ProfileError(f"{path}: must hold a JSON object")
-        return ModelProfile.model_validate({**base.model_dump(), **values})
+        return ModelProfile.model_validate(values)
     except json.JSONDecodeError as error:
         raise ProfileError(f"{path}: line {error.lineno}: {error.msg}") from None
     except ValidationError as error:
