@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from discovery.hardset import load_hard_set
+from discovery.problems import heldout_problem
 from sandbox import Sandbox
 from sdpo.params import SDPOParams
 from sdpo.settings import Settings
@@ -38,7 +40,6 @@ from worker.generation import SamplingConfig
 from worker.model import load_model
 from worker.records import PHASES
 from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import heldout_problem, load_hard_set
 
 
 def hard_problem(rank: int) -> Problem:

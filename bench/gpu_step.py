@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from discovery.hardset import load_hard_set
+from discovery.problems import heldout_problem
 from sandbox import Sandbox
 from sdpo.params import SDPOParams
 from worker.adapter import SessionAdapter
@@ -30,7 +32,6 @@ from worker.engine import HFEngine
 from worker.generation import SamplingConfig, sample
 from worker.model import load_model
 from worker.strategies import Runtime, make_strategy
-from worker.testbed.hardset import heldout_problem, load_hard_set
 from worker.update import DistillBatch, distill, make_optimizer, teacher_hidden
 
 SHAPES = {

@@ -6,11 +6,8 @@ the client commands.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -18,13 +15,13 @@ import typer
 
 from sdpo import __version__
 
+from .cli_bench import bench_app, engine_errors
 from .cli_problems import problems_app
 
 app = typer.Typer(
     help="sdpo-serve: test-time self-distillation as a service.", no_args_is_help=True
 )
-bench_app = typer.Typer(help="Benchmarks (they print ratios and write JSON + PNG).")
-testbed_app = typer.Typer(help="The bundled CPU model's task family and hard set.")
+testbed_app = typer.Typer(help="The bundled CPU model's task family.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(testbed_app, name="testbed")
 app.add_typer(problems_app, name="problems")
@@ -41,70 +38,6 @@ def main() -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
-
-
-@bench_app.command("discovery")
-def bench_discovery(
-    out: Annotated[Path, typer.Option(help="Folder for discovery.json and discovery.png.")] = Path(
-        "bench/results/discovery"
-    ),
-    engine: Annotated[str, typer.Option(help="Generation engine: hf or vllm.")] = "hf",
-    strategies: Annotated[str, typer.Option(help=STRATEGY_HELP)] = "sdpo,best_of_k,multi_turn",
-    budget: Annotated[int, typer.Option(help="Attempts per run (K).", min=1)] = 128,
-    problems: Annotated[int, typer.Option(help="Hard problems to use.", min=1)] = 20,
-    seeds: Annotated[int, typer.Option(help="Seeds per problem.", min=1)] = 10,
-    problem_seed: Annotated[int, typer.Option(help="Picks the problems from the hard set.")] = 0,
-    control: Annotated[
-        str | None, typer.Option(help="Add a control run: reference-teacher.")
-    ] = None,
-    params: Annotated[
-        str | None, typer.Option(help='Per-strategy params as JSON: {"sdpo": {...}}.')
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Catalogue name or model folder [SDPO_MODEL; toy].")
-    ] = None,
-    jobs: Annotated[
-        int | None, typer.Option(help="Processes (default: one per core on CPU, 1 on GPU).", min=1)
-    ] = None,
-) -> None:
-    """Discovery@k of every strategy on the same hard problems, seeds and budget."""
-    from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
-
-    if engine not in ("hf", "vllm"):
-        raise typer.BadParameter("must be hf or vllm", param_hint="--engine")
-    if control not in (None, "reference-teacher"):
-        raise typer.BadParameter("the only control is reference-teacher", param_hint="--control")
-    config = DiscoveryConfig(
-        out=out,
-        engine=engine,  # type: ignore[arg-type]
-        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
-        budget=budget,
-        problems=problems,
-        seeds=seeds,
-        problem_seed=problem_seed,
-        control=control,
-        params=json.loads(params) if params else {},
-        model=model,
-        jobs=jobs,
-    )
-    with _engine_errors():
-        report = asyncio.run(run_discovery(config))
-    _print_discovery(report)
-
-
-@contextmanager
-def _engine_errors() -> Iterator[None]:
-    """A model or engine that cannot run here (no vLLM, no CUDA, a missing model package, no
-    chat template, too large) ends the command with what to do."""
-    from worker.engine import EngineUnavailable
-    from worker.model import ModelNotFound, ModelUnavailable
-    from worker.profiles import ProfileError
-
-    try:
-        yield
-    except (EngineUnavailable, ModelNotFound, ModelUnavailable, ProfileError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -136,50 +69,6 @@ def models(
     Console().print(table)
 
 
-def _print_discovery(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    budget = report["config"]["budget"]
-    table = Table(title=f"discovery@k (90% bootstrap interval), budget {budget}")
-    marks = sorted({k for k in (1, 8, 16, 32, 64, budget) if k <= budget})
-    for column in ["strategy", *[f"@{k}" for k in marks], "mean attempts", "wall s"]:
-        table.add_column(column)
-    for name, s in {**report["strategies"], **report["controls"]}.items():
-        cells = [
-            f"{s['discovery'][str(k)]:.2f} [{s['discovery_ci90']['lo'][str(k)]:.2f}, "
-            f"{s['discovery_ci90']['hi'][str(k)]:.2f}]"
-            for k in marks
-        ]
-        mean = s["mean_attempts_to_success"]
-        table.add_row(name, *cells, f"{mean:.1f}" if mean else "-", f"{s['wall_s']:.0f}")
-    console = Console()
-    console.print(table)
-    for key in ("attempts_ratio_vs_best_of_k", "attempts_ratio_ci90", "wall_ratio_vs_best_of_k"):
-        if key in report:
-            console.print(f"{key}: {report[key]}")
-
-
-@testbed_app.command("hardset")
-def testbed_hardset(
-    samples: Annotated[int, typer.Option(help="Base-model samples per problem.")] = 512,
-    min_rate: Annotated[float, typer.Option(help="Lowest base pass rate kept.")] = 0.003,
-    max_rate: Annotated[float, typer.Option(help="Highest base pass rate kept.")] = 0.02,
-    scan: Annotated[int, typer.Option(help="Held-out problems scanned.")] = 600,
-    count: Annotated[int, typer.Option(help="Stop after this many hard problems.")] = 40,
-) -> None:
-    """Select the hard held-out set by the fixed rule and store it with the package."""
-    from worker.runtime import build_runtime
-    from worker.testbed.hardset import HardSetRule, save_hard_set, select_hard_set
-
-    rule = HardSetRule(
-        samples=samples, min_rate=min_rate, max_rate=max_rate, scan=scan, count=count
-    )
-    data = asyncio.run(select_hard_set(build_runtime("hf"), rule))
-    save_hard_set(data)
-    typer.echo(f"{len(data['problems'])} hard problems of {len(data['scanned'])} scanned")
-
-
 @testbed_app.command("diagnose")
 def testbed_diagnose(
     model: Annotated[Path | None, typer.Option(help="Model folder (default: bundled).")] = None,
@@ -190,9 +79,9 @@ def testbed_diagnose(
     from rich.console import Console
     from rich.table import Table
 
+    from testbed.diagnostics import constant_lift, evaluate
+    from testbed.tasks import heldout_task
     from worker.model import load_model
-    from worker.testbed.diagnostics import constant_lift, evaluate
-    from worker.testbed.tasks import heldout_task
 
     loaded = load_model(model)
     typer.echo(evaluate(loaded.model, loaded.tokenizer).summary())
@@ -304,7 +193,7 @@ def worker(
         settings = settings.model_copy(update={"redis_url": found})
     from worker.service_worker import run_worker
 
-    with _engine_errors():
+    with engine_errors():
         run_worker(settings)
 
 

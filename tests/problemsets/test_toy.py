@@ -11,7 +11,7 @@ pytest.importorskip("tokenizers", reason="the toy testbed needs the worker extra
 
 def test_held_out_tasks_with_passing_references(sandbox):
     from problemsets.toy import toy_problems
-    from worker.testbed.tasks import heldout_task, prompt
+    from testbed.tasks import heldout_task, prompt
 
     problems = toy_problems(4, start=10)
     assert [p.id for p in problems] == [f"toy/heldout-{i}" for i in range(10, 14)]

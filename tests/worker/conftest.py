@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from testbed.tokenizer import save_tokenizer
 from worker.engine import HFEngine
 from worker.model import load_model
 from worker.strategies import Runtime
-from worker.testbed.tokenizer import save_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,13 @@ import asyncio
 
 import pytest
 
+from discovery.hardset import load_hard_set
+from discovery.problems import heldout_problem
+from testbed.tasks import heldout_task
 from worker.engine import HFEngine
 from worker.loop import Budget, run_session
 from worker.model import load_model
 from worker.strategies import Runtime, make_strategy
-from worker.testbed.hardset import heldout_problem, load_hard_set
-from worker.testbed.tasks import heldout_task
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_reference_teacher_control_beats_best_of_k_on_a_hard_problem(bundled_run
 
 
 def test_discovery_bench_end_to_end(tmp_path):
-    from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
+    from discovery.run import DiscoveryConfig, run_discovery
 
     config = DiscoveryConfig(
         out=tmp_path,
@@ -86,7 +87,7 @@ def test_discovery_bench_end_to_end(tmp_path):
 
 
 def test_discovery_bench_in_two_processes_gives_the_serial_runs(tmp_path):
-    from worker.benchmarks.discovery import DiscoveryConfig, run_discovery
+    from discovery.run import DiscoveryConfig, run_discovery
 
     def runs(jobs):
         config = DiscoveryConfig(

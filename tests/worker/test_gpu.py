@@ -8,6 +8,8 @@ import os
 import pytest
 import torch
 
+from discovery.hardset import load_hard_set
+from discovery.problems import heldout_problem
 from sdpo.params import SDPOParams
 from worker.adapter import SessionAdapter
 from worker.engine import HFEngine
@@ -16,7 +18,6 @@ from worker.loop import Budget, run_session
 from worker.model import load_model
 from worker.scoring import attempt_logits
 from worker.strategies import Runtime, make_strategy
-from worker.testbed.hardset import heldout_problem, load_hard_set
 from worker.update import DistillBatch, distill, make_optimizer, teacher_hidden
 
 DEVICE = os.environ.get("SDPO_GPU_TEST_DEVICE", "cuda")

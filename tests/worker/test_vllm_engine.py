@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from discovery.hardset import load_hard_set
+from discovery.problems import heldout_problem
 from sandbox import parse_spec
 from sdpo.params import SDPOParams
 from sdpo.settings import Settings
+from testbed.tasks import heldout_task, prompt, verifier_spec
 from worker.adapter import SessionAdapter
 from worker.engine import EngineUnavailable
 from worker.generation import SamplingConfig, _top_p_filter
@@ -26,8 +29,6 @@ from worker.model import load_model
 from worker.runtime import build_runtime
 from worker.scoring import attempt_logits
 from worker.strategies import Problem, Runtime, make_strategy
-from worker.testbed.hardset import heldout_problem, load_hard_set
-from worker.testbed.tasks import heldout_task, prompt, verifier_spec
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(

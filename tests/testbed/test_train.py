@@ -1,4 +1,4 @@
-"""The training script on a tiny model (the real run: `python -m worker.testbed.train`)."""
+"""The training script on a tiny model (the real run: `python -m testbed.train`)."""
 
 import math
 from dataclasses import replace
@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from worker.testbed.corpus import CorpusConfig
-from worker.testbed.train import ModelShape, TrainConfig, lr_factor, save, train
+from testbed.corpus import CorpusConfig
+from testbed.train import ModelShape, TrainConfig, lr_factor, save, train
 
 TINY = TrainConfig(
     seed=1,

@@ -10,10 +10,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from sandbox.extract import NO_CODE_FEEDBACK
-from worker.prompts import multi_turn_prompt, teacher_prompt
-from worker.testbed.corpus import blind_attempt, wrong_attempt
-from worker.testbed.tasks import prompt, reference_code, task_from_seed
-from worker.testbed.tokenizer import (
+from testbed.corpus import blind_attempt, wrong_attempt
+from testbed.tasks import prompt, reference_code, task_from_seed
+from testbed.tokenizer import (
     ASSISTANT,
     EOS,
     PAD,
@@ -25,6 +24,7 @@ from worker.testbed.tokenizer import (
     save_tokenizer,
     vocabulary,
 )
+from worker.prompts import multi_turn_prompt, teacher_prompt
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -130,7 +130,7 @@ def test_auto_tokenizer_loads_the_saved_tokenizer(tmp_path, tokenizer):
     assert loaded.clean_up_tokenization_spaces is False
 
 
-_VOCAB = "from worker.testbed.tokenizer import vocabulary; print(repr(vocabulary()))"
+_VOCAB = "from testbed.tokenizer import vocabulary; print(repr(vocabulary()))"
 
 
 def test_vocabulary_order_does_not_depend_on_string_hashing():

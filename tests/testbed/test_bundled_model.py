@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from testbed.diagnostics import answer_passes, constant_lift, teacher_lift
+from testbed.tasks import heldout_task, parse_code, prompt
+from testbed.tokenizer import chat_prompt, vocabulary
 from worker.catalogue import catalogue
-from worker.testbed.diagnostics import answer_passes, constant_lift, teacher_lift
-from worker.testbed.tasks import heldout_task, parse_code, prompt
-from worker.testbed.tokenizer import chat_prompt, vocabulary
 
 BUNDLED_MODEL_DIR = catalogue()["toy"].source()
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sandbox import FunctionTestsSpec, Sandbox, parse_spec
-from worker.testbed.tasks import (
+from testbed.tasks import (
     HELDOUT_SEED_BASE,
     MAX_LEN,
     MAX_VALUE,
@@ -43,7 +43,7 @@ def test_same_seed_same_task():
 
 
 _FINGERPRINT = (
-    "import json; from worker.testbed.tasks import task_from_seed, prompt, verifier_spec;"
+    "import json; from testbed.tasks import task_from_seed, prompt, verifier_spec;"
     "print(json.dumps([[prompt(t), verifier_spec(t)] for t in map(task_from_seed, range(30))]))"
 )
 

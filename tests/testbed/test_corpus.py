@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from sandbox import Sandbox, SandboxSettings, parse_spec
-from worker.prompts import solution_prompt, teacher_prompt
-from worker.testbed.corpus import (
+from testbed.corpus import (
     IGNORE_INDEX,
     CorpusConfig,
     batches,
@@ -19,7 +18,7 @@ from worker.testbed.corpus import (
     example_stream,
     wrong_attempt,
 )
-from worker.testbed.tasks import (
+from testbed.tasks import (
     HELDOUT_SEED_BASE,
     OP_KINDS,
     code_for,
@@ -30,7 +29,8 @@ from worker.testbed.tasks import (
     task_from_seed,
     verifier_spec,
 )
-from worker.testbed.tokenizer import build_tokenizer
+from testbed.tokenizer import build_tokenizer
+from worker.prompts import solution_prompt, teacher_prompt
 
 CONFIG = CorpusConfig(seed=3)
 

@@ -1,8 +1,8 @@
 """Train the bundled CPU model from scratch.
 
-    python -m worker.testbed.train --out DIR --minutes M --seed S [--steps N]
-    python -m worker.testbed.train --out DIR2 --init DIR --steps N --p-solution P  # stage 2
-    python -m worker.testbed.train ... --p-repair R --p-multi-turn M  # another example mix
+    python -m testbed.train --out DIR --minutes M --seed S [--steps N]
+    python -m testbed.train --out DIR2 --init DIR --steps N --p-solution P  # stage 2
+    python -m testbed.train ... --p-repair R --p-multi-turn M  # another example mix
 
 A small `LlamaForCausalLM` (standard architecture, so transformers, peft and vLLM load it) learns
 the task family of `tasks.py` from the example stream of `corpus.py`: AdamW, linear warmup then
@@ -269,7 +269,7 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
     curve = ", ".join(f"{step}: {loss:.3f}" for step, loss in dict(points).items())
     corpus = config.corpus
     command = (
-        f"python -m worker.testbed.train --out OUT --steps {summary.steps} --seed {config.seed}"
+        f"python -m testbed.train --out OUT --steps {summary.steps} --seed {config.seed}"
         + (f" --init {config.init}" if config.init else "")
         + f" --lr {config.lr:g} --warmup-steps {config.warmup_steps}"
         f" --p-solution {corpus.p_solution:g} --p-repair {corpus.p_repair:g}"
@@ -279,7 +279,7 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
         "# Bundled CPU model",
         "",
         "A small `LlamaForCausalLM` trained on the synthetic task family of",
-        "`worker/testbed/tasks.py`. This stage was made with:",
+        "`testbed/tasks.py`. This stage was made with:",
         "",
         "```",
         command,
@@ -295,7 +295,7 @@ def readme_text(config: TrainConfig, summary: TrainSummary, report: EvalReport |
         f"- loss curve (step: mean answer loss): {curve}",
     ]
     if report is not None:
-        lines += ["", "Diagnostics (`worker/testbed/diagnostics.py`):", "", report.summary()]
+        lines += ["", "Diagnostics (`testbed/diagnostics.py`):", "", report.summary()]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,8 @@
 """`sdpo bench discovery`: every strategy on the same hard problems, seeds and budget.
 
-Runs go through the same strategy code as the service, interleaved (problem, seed, then each
+Any model and problem set: the hard problems come from a hard set chosen for exactly that pair
+(hardset.py; a stale one is refused). The toy model on the toy family is the default. Runs go
+through the same strategy code as the service, interleaved (problem, seed, then each
 strategy) so that machine noise hits all strategies alike. Writes DIR/discovery.json and
 DIR/discovery.png.
 """
@@ -10,24 +12,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import multiprocessing
-import os
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
+from sdpo.settings import get_settings
+from worker.catalogue import resolve_model
+from worker.loop import Budget, run_session
+from worker.records import StepRecord
+from worker.runtime import EngineName, build_runtime
+from worker.strategies import Runtime, make_strategy
 
-from ..loop import Budget, run_session
-from ..records import StepRecord
-from ..runtime import EngineName, build_runtime
-from ..strategies import Runtime, make_strategy
-from ..testbed.hardset import heldout_problem, load_hard_set
-from . import stats
+from . import pool, stats
+from .hardset import default_hard_set_path, load_hard_set, model_digest
+from .problems import TOY, ProblemSource, load_source
 
 CONTROL_NAME = "sdpo[reference-teacher]"
 
@@ -44,6 +45,8 @@ class DiscoveryConfig:
     control: str | None = None  # "reference-teacher"
     params: dict[str, dict] = field(default_factory=dict)  # per-strategy overrides
     model: str | None = None  # a catalogue name or a folder; None: the settings' model
+    problem_set: str = TOY  # "toy" or a problem-set file
+    hard_set: Path | None = None  # None: default_hard_set_path(model, problem_set)
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
 
 
@@ -58,18 +61,23 @@ class Run:
     wall_to_success_s: float | None
     phase_s: dict[str, float]
     attempts_digest: str  # sha256 of every attempt's tokens: same seed, same attempts
+    problem_id: str = ""
 
 
-def pick_problems(count: int, problem_seed: int) -> list[int]:
-    pool = [p["index"] for p in load_hard_set()["problems"]]
+def pick_problems(hard_set: dict, count: int, problem_seed: int) -> list[int]:
+    pool = [p["index"] for p in hard_set["problems"]]
     if count > len(pool):
         raise ValueError(f"--problems {count} exceeds the hard set's {len(pool)} problems")
     return sorted(random.Random(problem_seed).sample(pool, count))
 
 
-async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: DiscoveryConfig):
-    control = name == CONTROL_NAME  # SDPO whose teacher sees the problem's reference prompt
-    problem = heldout_problem(index, with_reference=control)
+async def run_one(
+    runtime: Runtime, source: ProblemSource, key: tuple[str, int, int], config: DiscoveryConfig
+) -> Run:
+    """One run: `key` is (strategy, problem index, seed)."""
+    name, index, seed = key
+    control = name == CONTROL_NAME  # SDPO whose teacher sees the problem's reference solution
+    problem = source.problem(index, with_reference=control)
     strategy_name = "sdpo" if control else name
     params = dict(config.params.get(strategy_name, {}))
     strategy = make_strategy(strategy_name, problem, params, runtime, seed=seed)
@@ -100,6 +108,7 @@ async def run_one(runtime: Runtime, name: str, index: int, seed: int, config: Di
         wall_to_success,
         dict(phases),
         digest.hexdigest()[:16],
+        source.entries[index].id,
     )
 
 
@@ -114,31 +123,30 @@ def run_plan(config: DiscoveryConfig, problems: list[int]) -> list[tuple[str, in
     ]
 
 
-def default_jobs(engine: EngineName) -> int:
-    """One process per core for the hf engine on the CPU: the bundled model is too small for
-    threads to pay (1.5x on 2 threads at best); one GPU or one vLLM engine: one process."""
-    if engine == "vllm" or torch.cuda.is_available():
-        return 1
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-_worker_runtime: Runtime | None = None
-
-
-def _start_worker(engine: EngineName, model: str | None) -> None:
-    """Process-pool initializer: one thread and one runtime (model + sandbox) per process."""
-    global _worker_runtime
-    torch.set_num_threads(1)
-    _worker_runtime = build_runtime(engine, model)
-
-
 def _run_in_worker(name: str, index: int, seed: int, config: DiscoveryConfig) -> Run:
-    assert _worker_runtime is not None
-    return asyncio.run(run_one(_worker_runtime, name, index, seed, config))
+    return asyncio.run(run_one(*pool.state(), (name, index, seed), config))
+
+
+def model_folder(model: str | None) -> Path:
+    settings = get_settings()
+    return resolve_model(str(model or settings.model), settings.model_cache).folder
+
+
+def load_checked_hard_set(config: DiscoveryConfig, source: ProblemSource) -> dict:
+    """The hard set for this model and problem set; StaleHardSet if it was chosen for others."""
+    model = config.model or get_settings().model
+    path = config.hard_set or default_hard_set_path(model, config.problem_set)
+    return load_hard_set(
+        path,
+        model_digest=model_digest(model_folder(config.model)),
+        problem_set_digest=source.digest,
+    )
 
 
 async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None] = print) -> dict:
-    problems = pick_problems(config.problems, config.problem_seed)
+    source = load_source(config.problem_set)
+    hard_set = load_checked_hard_set(config, source)
+    problems = pick_problems(hard_set, config.problems, config.problem_seed)
     plan = run_plan(config, problems)
     config.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
@@ -154,17 +162,22 @@ async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None]
                 f"{run.strategy}: {outcome} ({run.wall_s:.1f} s)"
             )
 
-        jobs = config.jobs or default_jobs(config.engine)
+        jobs = config.jobs or pool.default_jobs(config.engine)
         if jobs == 1:
             runtime = build_runtime(config.engine, config.model)
             for name, index, seed in plan:
-                done(await run_one(runtime, name, index, seed, config))
+                done(await run_one(runtime, source, (name, index, seed), config))
         else:
             await _run_parallel(config, plan, jobs, done)
     order = {key: i for i, key in enumerate(plan)}
     runs.sort(key=lambda r: order[(r.strategy, r.problem, r.seed)])
     report = summarize(runs, config, problems)
     report["jobs"] = jobs
+    report["hard_set"] = {
+        k: hard_set.get(k)
+        for k in ("model", "model_digest", "problem_set", "problem_set_digest", "rule")
+    }
+    report["problem_ids"] = [source.entries[i].id for i in problems]
     write_report(report, config.out)
     return report
 
@@ -172,16 +185,10 @@ async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None]
 async def _run_parallel(
     config: DiscoveryConfig, plan: list, jobs: int, done: Callable[[Run], None]
 ) -> None:
-    """Runs in `jobs` processes; every run is seeded on its own, so the results do not depend
-    on which process runs it (up to float reduction order)."""
+    """Runs in `jobs` processes (see pool.py)."""
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(config.engine, config.model),
-    ) as pool:
-        futures = [loop.run_in_executor(pool, _run_in_worker, *key, config) for key in plan]
+    with pool.open_pool(jobs, config.engine, config.model, config.problem_set) as workers:
+        futures = [loop.run_in_executor(workers, _run_in_worker, *key, config) for key in plan]
         for future in asyncio.as_completed(futures):
             done(await future)
 

@@ -1,7 +1,7 @@
 import numpy as np
 
-from worker.benchmarks import stats
-from worker.benchmarks.discovery import _time_to_reach
+from discovery import stats
+from discovery.run import _time_to_reach
 
 
 def test_discovery_curve_counts_first_successes_within_k():
@@ -51,7 +51,7 @@ def test_time_to_reach_picks_the_needed_success():
 
 
 def test_report_from_runs_has_curves_ratios_and_a_plot(tmp_path):
-    from worker.benchmarks.discovery import DiscoveryConfig, Run, summarize, write_report
+    from discovery.run import DiscoveryConfig, Run, summarize, write_report
 
     def run(strategy, problem, seed, first):
         wall = 1.0 if first else 2.0

@@ -1,0 +1,131 @@
+"""Hard sets: one rule in code, stored with the model's and the problem set's digests, and a
+stale one refused. The screens run the bundled model and the real sandbox."""
+
+import asyncio
+import inspect
+import json
+from dataclasses import asdict, replace
+
+import pytest
+
+from discovery.hardset import (
+    TOY_HARDSET_FILE,
+    HardSetRule,
+    StaleHardSet,
+    load_hard_set,
+    model_digest,
+    save_hard_set,
+    screen_here,
+    screen_problem,
+    select_hard_set,
+)
+from discovery.problems import load_source, toy_source
+from discovery.run import DiscoveryConfig, model_folder, run_discovery
+from problemsets.toy import toy_problems
+from sdpo.problem_set import write_problem_set
+from sdpo_serve import (
+    cli_bench,  # not the command itself: pytest would collect `bench_hardset` and run it
+)
+from worker.engine import HFEngine
+from worker.model import load_model
+from worker.strategies import Runtime
+
+
+@pytest.fixture(scope="module")
+def toy_runtime(sandbox):
+    return Runtime(HFEngine(load_model()), sandbox)
+
+
+def test_the_cli_applies_the_rule_in_code():
+    """`sdpo testbed hardset` once scanned 300 tasks while the rule said 600."""
+    rule = asdict(HardSetRule())
+    rule["tags"] = ",".join(rule["tags"])
+    options = inspect.signature(cli_bench.bench_hardset).parameters.items()
+    checked = [name for name, _ in options if name in rule]
+    assert len(checked) == len(rule)
+    for name, parameter in options:
+        if name in rule:
+            assert parameter.default == rule[name], name
+
+
+def test_the_stored_toy_hard_set_matches_the_rule_the_model_and_the_family():
+    stored = load_hard_set()
+    rule = HardSetRule()
+    assert stored["rule"] == json.loads(json.dumps(asdict(rule)))
+    assert stored["model_digest"] == model_digest(model_folder("toy"))
+    assert stored["problem_set_digest"] == toy_source().digest
+    assert len(stored["problems"]) == rule.count
+    source = toy_source()
+    for problem in stored["problems"]:
+        assert rule.min_rate <= problem["base_pass_rate"] <= rule.max_rate
+        assert source.entries[problem["index"]].id == problem["id"]
+        assert "hard-candidate" in source.entries[problem["index"]].tags
+
+
+def test_a_hard_set_for_another_problem_set_or_model_is_refused(tmp_path):
+    stored = load_hard_set()
+    with pytest.raises(StaleHardSet, match="another problem set"):
+        load_hard_set(TOY_HARDSET_FILE, problem_set_digest="0" * 16)
+    with pytest.raises(StaleHardSet, match="another model"):
+        load_hard_set(TOY_HARDSET_FILE, model_digest="0" * 16)
+    same = load_hard_set(
+        TOY_HARDSET_FILE,
+        model_digest=stored["model_digest"],
+        problem_set_digest=stored["problem_set_digest"],
+    )
+    assert same == stored
+
+
+def test_two_stage_screen_stops_at_stage_one(toy_runtime):
+    """A problem that misses the stage-1 bar gets no more samples; one that makes it gets the
+    full count, with the stage-1 answers included."""
+    source = toy_source(8)
+    strict = HardSetRule(samples=12, batch=4, screen_samples=4, screen_min_passes=5, tags=())
+    dropped = asyncio.run(screen_problem(toy_runtime, source, 0, strict))
+    assert (dropped.stage, dropped.samples) == (1, 4)
+    lenient = replace(strict, screen_min_passes=0)
+    full = asyncio.run(screen_problem(toy_runtime, source, 0, lenient))
+    assert (full.stage, full.samples) == (2, 12)
+    # the same seeded sampler: stage 1 drew the first 4 answers of the full screen
+    assert full.passed >= dropped.passed
+
+
+def test_discovery_on_a_problem_set_file_and_a_stale_hard_set(toy_runtime, tmp_path):
+    """The benchmark runs any problem-set file through its hard set; editing the file after
+    the hard set was chosen makes the benchmark refuse it."""
+    problems = tmp_path / "toy.jsonl"
+    write_problem_set(problems, toy_problems(6))
+    source = load_source(problems)
+    rule = HardSetRule(samples=4, batch=4, min_rate=0, max_rate=1, count=2, tags=())
+    hard = asyncio.run(
+        select_hard_set(
+            screen_here(toy_runtime, source, rule),
+            source,
+            rule,
+            "toy",
+            model_digest(model_folder("toy")),
+        )
+    )
+    assert [p["id"] for p in hard["problems"]] == ["toy/heldout-0", "toy/heldout-1"]
+    path = tmp_path / "hard.json"
+    save_hard_set(hard, path)
+    config = DiscoveryConfig(
+        out=tmp_path / "out",
+        strategies=("best_of_k",),
+        budget=2,
+        problems=2,
+        seeds=1,
+        params={"best_of_k": {"num_generations": 2}},
+        model="toy",
+        problem_set=str(problems),
+        hard_set=path,
+        jobs=1,
+    )
+    report = asyncio.run(run_discovery(config, progress=lambda line: None))
+    assert report["problem_ids"] == ["toy/heldout-0", "toy/heldout-1"]
+    assert report["hard_set"]["problem_set_digest"] == source.digest
+    assert [r["problem_id"] for r in report["runs"]] == report["problem_ids"]
+
+    write_problem_set(problems, toy_problems(7))  # one more problem: another file
+    with pytest.raises(StaleHardSet, match="another problem set"):
+        asyncio.run(run_discovery(config, progress=lambda line: None))

@@ -1,1 +1,0 @@
-"""Benchmarks that run the same strategy code as the service (`sdpo bench ...`)."""
