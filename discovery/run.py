@@ -16,7 +16,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sdpo.settings import get_settings
@@ -48,6 +48,7 @@ class DiscoveryConfig:
     problem_set: str = TOY  # "toy" or a problem-set file
     hard_set: Path | None = None  # None: default_hard_set_path(model, problem_set)
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
+    temperature: float | None = None  # every strategy's; None: the hard set's screen's
 
 
 @dataclass
@@ -80,6 +81,8 @@ async def run_one(
     problem = source.problem(index, with_reference=control)
     strategy_name = "sdpo" if control else name
     params = dict(config.params.get(strategy_name, {}))
+    if config.temperature is not None:
+        params.setdefault("temperature", config.temperature)
     strategy = make_strategy(strategy_name, problem, params, runtime, seed=seed)
     started = time.perf_counter()
     phases: dict[str, float] = defaultdict(float)
@@ -146,6 +149,9 @@ def load_checked_hard_set(config: DiscoveryConfig, source: ProblemSource) -> dic
 async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None] = print) -> dict:
     source = load_source(config.problem_set)
     hard_set = load_checked_hard_set(config, source)
+    if config.temperature is None and "temperature" in hard_set["rule"]:
+        # the strategies sample at the temperature the hard set's base rates were measured at
+        config = replace(config, temperature=hard_set["rule"]["temperature"])
     problems = pick_problems(hard_set, config.problems, config.problem_seed)
     plan = run_plan(config, problems)
     config.out.mkdir(parents=True, exist_ok=True)

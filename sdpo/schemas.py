@@ -282,7 +282,9 @@ class ProblemSummary(BaseModel):
     status: Status
     strategy: StrategyName
     attempts_used: int
+    max_attempts: int = Field(..., description="The session's attempt budget.")
     first_success_attempt: int | None = None
+    compare_id: str | None = Field(None, description="The comparison this run belongs to.")
     created_at: datetime
     finished_at: datetime | None = None
 

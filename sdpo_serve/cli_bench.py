@@ -64,6 +64,10 @@ def bench_hardset(
     screen_max_rate: Annotated[
         float, typer.Option(help="Stage 1 drops problems passing more often.")
     ] = 1.0,
+    temperature: Annotated[
+        float,
+        typer.Option(help="Sampling temperature of the screen (the benchmark then uses it)."),
+    ] = 1.0,
     jobs: Annotated[
         int | None, typer.Option(help="Processes (default: one per core on CPU).", min=1)
     ] = None,
@@ -73,7 +77,7 @@ def bench_hardset(
     ] = None,
 ) -> None:
     """Choose a hard set by a rule fixed before any evaluation: base pass rates at
-    temperature 1 in [min-rate, max-rate]. The defaults are the toy's rule."""
+    --temperature (default 1) in [min-rate, max-rate]. The defaults are the toy's rule."""
     from discovery.hardset import HardSetRule, default_hard_set_path, save_hard_set
 
     with engine_errors():
@@ -90,12 +94,16 @@ def bench_hardset(
             screen_samples=screen_samples,
             screen_min_passes=screen_min_passes,
             screen_max_rate=screen_max_rate,
+            temperature=temperature,
         )
         data = asyncio.run(_select(model, problem_set, rule, jobs))
     path = out or default_hard_set_path(model, problem_set)
     save_hard_set(data, path)
+    early = ""
+    if data["stopped_early"]:
+        early = f" (stopped early: --scan {data['rule']['scan']} reproduces it)"
     typer.echo(
-        f"{len(data['problems'])} hard problems of {len(data['scanned'])} screened -> {path}"
+        f"{len(data['problems'])} hard problems of {len(data['scanned'])} screened{early} -> {path}"
     )
 
 

@@ -18,7 +18,7 @@ from sdpo.store import Store, StoreConfig
 
 from . import errors
 from .middleware import BodyLimit
-from .routes import compare, health, problems
+from .routes import compare, health, problems, ui
 
 log = logging.getLogger("sdpo.gateway")
 
@@ -73,5 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(problems.router)
     app.include_router(compare.router)
     app.include_router(health.router)
+    app.include_router(ui.router)
+    app.mount("/ui", ui.ui_files(), name="ui")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -161,7 +161,9 @@ SUMMARY_FIELDS = (
     "status",
     "strategy",
     "attempts_used",
+    "max_attempts",
     "first_success_attempt",
+    "compare_id",
     "created_at",
     "finished_at",
 )
@@ -174,7 +176,9 @@ def summary(values: list[str | None]) -> ProblemSummary:
         status=h["status"],
         strategy=h["strategy"],
         attempts_used=int(h["attempts_used"] or 0),
+        max_attempts=int(h["max_attempts"]),
         first_success_attempt=_int(h["first_success_attempt"]),
+        compare_id=h["compare_id"] or None,
         created_at=float(h["created_at"]),
         finished_at=_float(h["finished_at"]),
     )

@@ -41,6 +41,8 @@ from .records import (
 )
 from .scripts import register, source
 
+LIST_SCAN_PAGE = 500  # sessions read per round trip when a list is filtered by status
+
 
 class Store(Admission, EventLog, Health):
     """Sessions, attempts, steps, events and comparisons."""
@@ -78,11 +80,29 @@ class Store(Admission, EventLog, Health):
         return [AttemptPublic.model_validate_json(a) for a in items], total
 
     async def list_sessions(
-        self, owner: str, offset: int, limit: int
+        self, owner: str, offset: int, limit: int, statuses: frozenset[str] = frozenset()
     ) -> tuple[list[ProblemSummary], int]:
-        """The owner's sessions, newest first. Expired ones are dropped from the index."""
+        """The owner's sessions, newest first; with `statuses`, only those in them (then the
+        whole index is read, in pages). Expired ones are dropped from the index."""
+        if not statuses:
+            ids = await self.redis.zrevrange(owner_sessions_key(owner), offset, offset + limit - 1)
+            rows, total = await self._summaries(owner, ids)
+            return rows, total
+        matching: list[ProblemSummary] = []
+        start = 0
+        while True:
+            ids = await self.redis.zrevrange(
+                owner_sessions_key(owner), start, start + LIST_SCAN_PAGE - 1
+            )
+            rows, _ = await self._summaries(owner, ids)
+            matching += [row for row in rows if row.status in statuses]
+            if len(ids) < LIST_SCAN_PAGE:
+                return matching[offset : offset + limit], len(matching)
+            start += len(rows)  # the expired ones left the index
+
+    async def _summaries(self, owner: str, ids: list[str]) -> tuple[list[ProblemSummary], int]:
+        """The summaries of `ids` (expired ones dropped) and the size of the owner's index."""
         index = owner_sessions_key(owner)
-        ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in ids:
                 pipe.hmget(session_key(sid), SUMMARY_FIELDS)

@@ -19,6 +19,7 @@ from sdpo.schemas import (
     ProblemCreate,
     ProblemPublic,
     ProblemSummary,
+    Status,
     StepPublic,
 )
 from sdpo.settings import Settings
@@ -131,9 +132,13 @@ async def list_problems(
     store: StoreDep,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: Annotated[
+        list[Status] | None,
+        Query(description="Only sessions in these statuses (repeat the parameter for more)."),
+    ] = None,
 ) -> Page[ProblemSummary]:
-    """The caller's sessions, newest first."""
-    items, total = await store.list_sessions(caller.tenant, offset, limit)
+    """The caller's sessions, newest first; `total` counts those that match."""
+    items, total = await store.list_sessions(caller.tenant, offset, limit, frozenset(status or ()))
     return Page[ProblemSummary](items=items, total=total, offset=offset, limit=limit)
 
 

@@ -129,3 +129,64 @@ def test_discovery_on_a_problem_set_file_and_a_stale_hard_set(toy_runtime, tmp_p
     write_problem_set(problems, toy_problems(7))  # one more problem: another file
     with pytest.raises(StaleHardSet, match="another problem set"):
         asyncio.run(run_discovery(config, progress=lambda line: None))
+
+
+async def _cancelled_after(screened, count: int):
+    """The screen as Ctrl-C leaves it: the cancellation arrives after `count` results."""
+    async for result in screened:
+        if count == 0:
+            raise asyncio.CancelledError
+        yield result
+        count -= 1
+
+
+def test_a_stopped_screen_keeps_what_it_measured_and_says_how_to_reproduce_it(toy_runtime):
+    source = toy_source(8)
+    rule = HardSetRule(samples=4, batch=4, min_rate=0, max_rate=1, count=8, tags=())
+    digest = model_digest(model_folder("toy"))
+    screened = _cancelled_after(screen_here(toy_runtime, source, rule), 3)
+    partial = asyncio.run(select_hard_set(screened, source, rule, "toy", digest))
+    assert partial["stopped_early"] is True and partial["rule"]["scan"] == 3
+    assert [row["index"] for row in partial["scanned"]] == [0, 1, 2]
+    again = replace(rule, scan=3)  # what the stored rule says reproduces the set
+    full = asyncio.run(select_hard_set(screen_here(toy_runtime, source, again), source, again,
+                                       "toy", digest))  # fmt: skip
+    assert full["stopped_early"] is False
+    assert full["scanned"] == partial["scanned"] and full["rule"] == partial["rule"]
+    nothing = _cancelled_after(screen_here(toy_runtime, source, rule), 0)
+    with pytest.raises(asyncio.CancelledError):  # nothing measured: nothing to keep
+        asyncio.run(select_hard_set(nothing, source, rule, "toy", digest))
+
+
+def test_the_benchmark_samples_at_the_temperature_of_its_hard_set(toy_runtime, tmp_path):
+    problems = tmp_path / "toy.jsonl"
+    write_problem_set(problems, toy_problems(4))
+    source = load_source(problems)
+    rule = HardSetRule(samples=4, batch=4, min_rate=0, max_rate=1, count=1, tags=(),
+                       temperature=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="temperature must be in"):
+        replace(rule, temperature=0)
+    hard = asyncio.run(
+        select_hard_set(screen_here(toy_runtime, source, rule), source, rule, "toy",
+                        model_digest(model_folder("toy")))
+    )  # fmt: skip
+    assert hard["rule"]["temperature"] == 0.5
+    save_hard_set(hard, tmp_path / "hard.json")
+    config = DiscoveryConfig(
+        out=tmp_path / "out",
+        strategies=("best_of_k",),
+        budget=2,
+        problems=1,
+        seeds=1,
+        params={"best_of_k": {"num_generations": 2}},
+        model="toy",
+        problem_set=str(problems),
+        hard_set=tmp_path / "hard.json",
+        jobs=1,
+    )
+    report = asyncio.run(run_discovery(config, progress=lambda line: None))
+    assert report["config"]["temperature"] == 0.5
+    hotter = replace(config, out=tmp_path / "hot", temperature=1.0)  # an explicit one wins
+    other = asyncio.run(run_discovery(hotter, progress=lambda line: None))
+    assert other["config"]["temperature"] == 1.0
+    assert other["runs"][0]["attempts_digest"] != report["runs"][0]["attempts_digest"]

@@ -259,6 +259,31 @@ async def test_cancel_a_queued_session_and_not_a_solved_one(alice, store):
     assert conflict.status_code == 409 and "already solved" in conflict.json()["message"]
 
 
+def test_the_list_filters_by_status_and_shows_budget_and_comparison(alice):
+    queued = [alice.post("/v1/problems", json=problem(seed=s)).json()["id"] for s in range(2)]
+    cancelled = alice.post("/v1/problems", json=problem()).json()["id"]
+    alice.post(f"/v1/problems/{cancelled}/cancel")
+    compared = alice.post("/v1/compare", json=comparison(repeats=1)).json()
+    by_status = {
+        status: alice.get("/v1/problems", params={"status": status}).json()
+        for status in ("queued", "cancelled", "solved")
+    }
+    queued_ids = [item["id"] for item in by_status["queued"]["items"]]
+    runs = [run["session_id"] for s in compared["strategies"] for run in s["runs"]]
+    assert set(queued_ids) == {*queued, *runs} and by_status["queued"]["total"] == 4
+    assert [i["id"] for i in by_status["cancelled"]["items"]] == [cancelled]
+    assert by_status["solved"] == {"items": [], "total": 0, "offset": 0, "limit": 20}
+    both = alice.get("/v1/problems", params=[("status", "queued"), ("status", "cancelled")])
+    assert both.json()["total"] == 5
+    paged = alice.get("/v1/problems", params={"status": "queued", "offset": 3, "limit": 2})
+    assert [i["id"] for i in paged.json()["items"]] == queued_ids[3:]
+    items = {i["id"]: i for i in alice.get("/v1/problems").json()["items"]}
+    assert items[cancelled]["max_attempts"] == 6 and items[cancelled]["compare_id"] is None
+    assert {items[r]["compare_id"] for r in runs} == {compared["id"]}
+    bad = alice.get("/v1/problems", params={"status": "done"})
+    assert bad.status_code == 422 and _fields(bad) == ["query.status[0]"]
+
+
 async def test_events_stream_live_and_resume_after_last_event_id(gateway, alice, store):
     sid = alice.post("/v1/problems", json=problem()).json()["id"]
     driver = Driver(store)
