@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     event_streams_per_tenant: int = Field(
         8, ge=1, description="Open event streams (SSE) per API key; beyond that, 429."
     )
+    event_stream_max_s: float = Field(
+        600.0,
+        gt=0,
+        description="An event stream is closed after this long (a client resumes it with "
+        "Last-Event-ID), so that long watches spread again over the gateway replicas.",
+    )
 
     # -- store --------------------------------------------------------------------------------
     redis_url: str | None = Field(

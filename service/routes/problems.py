@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -191,11 +192,13 @@ async def problem_events(
     last_event_id: LastEventId = None,
 ) -> EventSourceResponse:
     """The session's progress as Server-Sent Events, from the start or after Last-Event-ID.
-    The stream ends after the `end` event. Each API key may hold event_streams_per_tenant
-    streams open at once (429 beyond)."""
+    The stream ends after the `end` event, or after event_stream_max_s without one (then
+    reconnect with Last-Event-ID). Each API key may hold event_streams_per_tenant streams open
+    at once (429 beyond)."""
     place = StreamPlace(store, state.owner, uuid.uuid4().hex, settings.event_streams_per_tenant)
     await place.take()
-    return EventSourceResponse(_events(store, state, last_event_id or "0", place), ping=SSE_PING_S)
+    events = _events(store, state, last_event_id or "0", place, settings.event_stream_max_s)
+    return EventSourceResponse(events, ping=SSE_PING_S)
 
 
 @dataclass(frozen=True)
@@ -215,19 +218,21 @@ class StreamPlace:
 
 
 async def _events(
-    store: Store, state: SessionState, after: str, place: StreamPlace
+    store: Store, state: SessionState, after: str, place: StreamPlace, max_s: float
 ) -> AsyncIterator[ServerSentEvent]:
     finished = state.status in TERMINAL  # then every event is already written
+    deadline = time.monotonic() + max_s
     try:
         while True:
-            events = await store.events(state.id, after, 0 if finished else SSE_BLOCK_MS)
+            wait_ms = min(SSE_BLOCK_MS, max(1, int((deadline - time.monotonic()) * 1000)))
+            events = await store.events(state.id, after, 0 if finished else wait_ms)
             for event in events:
                 yield ServerSentEvent(data=event.data, event=event.type, id=event.id)
                 after = event.id
                 if event.type == "end":
                     return
-            if finished:
-                return
+            if finished or time.monotonic() >= deadline:
+                return  # past the deadline the client resumes after `after`
             await place.take()  # renewed once per wait, well within STREAM_LEASE_S
             if not events:
                 current = await store.get(state.id)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from sdpo.store import attempts_key
+from sdpo.store import attempts_key, events_key
 
 from .conftest import KEY_A, WORKER_ENV, Serve, child_env, problem, wait_until
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+EVENT_STREAM_MAX_S = 2  # the server closes event streams this often: pages must resume them
 MARKUP = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 
 
@@ -42,7 +43,13 @@ def echo_checker(message: str) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("ui-serve")
-    env = child_env("", SDPO_MODEL=str(tiny_model_dir), SDPO_API_KEYS=KEY_A, **WORKER_ENV)
+    env = child_env(
+        "",
+        SDPO_MODEL=str(tiny_model_dir),
+        SDPO_API_KEYS=KEY_A,
+        SDPO_EVENT_STREAM_MAX_S=str(EVENT_STREAM_MAX_S),
+        **WORKER_ENV,
+    )
     env.pop("SDPO_REDIS_URL")
     serve = Serve(folder / "data", env, folder / "serve.log")
     yield serve
@@ -246,3 +253,22 @@ def test_the_compare_view_draws_one_curve_per_strategy(browser, server, api, scr
     found = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, links), 20, "compare links")
     assert len(found) == 9
     screenshot(browser, screenshots, "sessions")
+
+
+def test_a_closed_stream_resumes_after_the_last_event(browser, server, api):
+    """The server closes every stream after EVENT_STREAM_MAX_S: the page reconnects with
+    Last-Event-ID each time, and draws every step and attempt exactly once."""
+    sid = api.post("/v1/problems", json=problem(budget={"max_attempts": 4000})).json()["id"]
+    open_page(browser, server, f"#/session/{sid}")
+    connections = lambda: int(find(browser, "#live").get_attribute("data-connections") or 0)  # noqa: E731
+    wait_until(lambda: connections() >= 3, 60, "two reconnections")
+    api.post(f"/v1/problems/{sid}/cancel")
+    wait_until(lambda: text_of(browser, "#live") == "finished", 30, "stream ended")
+    final = api.get(f"/v1/problems/{sid}").json()
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr.attempt")
+    assert int(text_of(browser, "#step-count")) == len(final["steps"]) >= 3
+    numbers = [int(row.get_attribute("data-attempt")) for row in rows]
+    assert numbers == list(range(1, final["attempts_used"] + 1))
+    with redis.Redis.from_url(server.redis_url(), decode_responses=True) as r:
+        written = r.xlen(events_key(sid))
+    assert int(find(browser, "#live").get_attribute("data-events")) == written  # none twice

@@ -79,18 +79,21 @@ export async function* readEvents(body) {
   }
 }
 
-// Follow a session's events until `end`, reconnecting after a dropped connection with
-// Last-Event-ID, so no event is missed or seen twice. Stops when `signal` aborts.
+// Follow a session's events until `end`, reconnecting with Last-Event-ID whenever the stream
+// closes before it (the server closes long streams; networks drop them), so no event is missed
+// or seen twice. Stops when `signal` aborts.
 export async function follow(path, onEvent, { signal, onConnection = () => {} }) {
   let lastId = null;
-  let delayMs = 500;
+  let connections = 0;
+  let delayMs = 0;
   while (!signal.aborted) {
     try {
       const extra = { Accept: "text/event-stream" };
       if (lastId) extra["Last-Event-ID"] = lastId;
       const response = await check(await fetch(path, { headers: headers(extra), signal }));
-      onConnection({ connected: true, lastId });
-      delayMs = 500;
+      connections += 1;
+      onConnection({ connected: true, lastId, connections });
+      delayMs = 0; // a stream the server closed is resumed at once
       for await (const event of readEvents(response.body)) {
         if (event.id) lastId = event.id;
         onEvent(event);
@@ -101,9 +104,9 @@ export async function follow(path, onEvent, { signal, onConnection = () => {} })
       if (error instanceof AuthError || (error instanceof ApiError && error.status < 429)) {
         throw error;
       }
+      delayMs = Math.min(Math.max(delayMs * 2, 500), 8000); // an error backs off
     }
-    onConnection({ connected: false, lastId });
+    onConnection({ connected: false, lastId, connections });
     await new Promise((resolve) => setTimeout(resolve, delayMs));
-    delayMs = Math.min(delayMs * 2, 8000);
   }
 }

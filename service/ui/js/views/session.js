@@ -194,7 +194,9 @@ export function sessionView(root, { id, fail }) {
     await loadAttempts();
   }
 
+  let received = 0;
   function onEvent(event) {
+    live.dataset.events = String((received += 1));
     if (event.event === "step") {
       const step = JSON.parse(event.data);
       steps.set(step.step, step);
@@ -223,9 +225,10 @@ export function sessionView(root, { id, fail }) {
     .then(() =>
       follow(`${path}/events`, onEvent, {
         signal: abort.signal,
-        onConnection: ({ connected }) => {
+        onConnection: ({ connected, connections }) => {
           live.textContent = connected ? "live" : "reconnecting…";
           live.className = connected ? "live on" : "live off";
+          live.dataset.connections = String(connections);
         },
       }),
     )
