@@ -15,9 +15,18 @@ import httpx
 import pytest
 import redis
 
+from sdpo.settings import Settings
 from sdpo.store import attempts_key, events_key
 
-from .conftest import KEY_A, WORKER_ENV, Serve, child_env, problem, wait_until
+from .conftest import (
+    KEY_A,
+    WORKER_ENV,
+    Serve,
+    child_env,
+    gateway_in_thread,
+    problem,
+    wait_until,
+)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import WebDriverException  # noqa: E402
@@ -272,3 +281,15 @@ def test_a_closed_stream_resumes_after_the_last_event(browser, server, api):
     with redis.Redis.from_url(server.redis_url(), decode_responses=True) as r:
         written = r.xlen(events_key(sid))
     assert int(find(browser, "#live").get_attribute("data-events")) == written  # none twice
+
+
+def test_without_keys_the_page_asks_for_none_on_loopback(browser, redis_url):
+    settings = Settings(redis_url=redis_url)  # no API keys: loopback only, as the API
+    with gateway_in_thread(settings) as url:
+        sid = httpx.post(f"{url}/v1/problems", json=problem()).json()["id"]
+        browser.get(f"{url}/ui/")
+        browser.execute_script("sessionStorage.clear()")
+        browser.get(f"{url}/ui/#/sessions")
+        find(browser, f'tr[data-session="{sid}"]')
+        assert not browser.find_elements(By.ID, "api-key")
+        assert browser.find_element(By.ID, "forget-key").is_displayed() is False
