@@ -37,6 +37,7 @@ from . import pool
 from .problems import TOY, ProblemSource
 
 TOY_HARDSET_FILE = Path(testbed.__file__).with_name("toy_hardset.json")
+BUNDLED_HARDSETS = Path(__file__).with_name("hardsets")  # screened once, shipped (README)
 
 
 @dataclass(frozen=True)
@@ -234,13 +235,24 @@ def _row(s: Screened) -> dict:
     }
 
 
+def _slug(model: str, problem_set: str) -> str:
+    return "--".join(Path(name).name.replace(".jsonl", "") for name in (model, problem_set))
+
+
 def default_hard_set_path(model: str, problem_set: str) -> Path:
     """Where `sdpo bench hardset` writes by default: the bundled toy set for the toy pair,
     otherwise bench/results/hardsets/<model>--<problem set>.json."""
     if model == TOY and problem_set == TOY:
         return TOY_HARDSET_FILE
-    slug = "--".join(Path(name).name.replace(".jsonl", "") for name in (model, problem_set))
-    return Path("bench/results/hardsets") / f"{slug}.json"
+    return Path("bench/results/hardsets") / f"{_slug(model, problem_set)}.json"
+
+
+def find_hard_set(model: str, problem_set: str) -> Path:
+    """The hard set `sdpo bench discovery` uses by default: one screened here, else the one
+    shipped in discovery/hardsets/ (its digests still have to match)."""
+    screened = default_hard_set_path(model, problem_set)
+    shipped = BUNDLED_HARDSETS / f"{_slug(model, problem_set)}.json"
+    return screened if screened.is_file() or not shipped.is_file() else shipped
 
 
 def save_hard_set(data: dict, path: Path) -> None:

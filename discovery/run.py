@@ -27,7 +27,7 @@ from worker.runtime import EngineName, build_runtime
 from worker.strategies import Runtime, make_strategy
 
 from . import pool, stats
-from .hardset import default_hard_set_path, load_hard_set, model_digest
+from .hardset import find_hard_set, load_hard_set, model_digest
 from .problems import TOY, ProblemSource, load_source
 
 CONTROL_NAME = "sdpo[reference-teacher]"
@@ -46,7 +46,7 @@ class DiscoveryConfig:
     params: dict[str, dict] = field(default_factory=dict)  # per-strategy overrides
     model: str | None = None  # a catalogue name or a folder; None: the settings' model
     problem_set: str = TOY  # "toy" or a problem-set file
-    hard_set: Path | None = None  # None: default_hard_set_path(model, problem_set)
+    hard_set: Path | None = None  # None: find_hard_set(model, problem_set)
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
     temperature: float | None = None  # every strategy's; None: the hard set's screen's
 
@@ -138,7 +138,7 @@ def model_folder(model: str | None) -> Path:
 def load_checked_hard_set(config: DiscoveryConfig, source: ProblemSource) -> dict:
     """The hard set for this model and problem set; StaleHardSet if it was chosen for others."""
     model = config.model or get_settings().model
-    path = config.hard_set or default_hard_set_path(model, config.problem_set)
+    path = config.hard_set or find_hard_set(model, config.problem_set)
     return load_hard_set(
         path,
         model_digest=model_digest(model_folder(config.model)),

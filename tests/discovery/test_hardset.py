@@ -12,6 +12,7 @@ from discovery.hardset import (
     TOY_HARDSET_FILE,
     HardSetRule,
     StaleHardSet,
+    find_hard_set,
     load_hard_set,
     model_digest,
     save_hard_set,
@@ -190,3 +191,30 @@ def test_the_benchmark_samples_at_the_temperature_of_its_hard_set(toy_runtime, t
     other = asyncio.run(run_discovery(hotter, progress=lambda line: None))
     assert other["config"]["temperature"] == 1.0
     assert other["runs"][0]["attempts_digest"] != report["runs"][0]["attempts_digest"]
+
+
+def test_the_shipped_smollm2_humaneval_hard_set_matches_its_rule(
+    smollm2_source, tmp_path, monkeypatch
+):
+    """discovery/hardsets/ ships the SmolLM2 x HumanEval set that the README's benchmark ran
+    on: it must still fit the model the catalogue converts and the problems the importer
+    writes, and the benchmark must find it without --hard-set."""
+    from problemsets.humaneval import humaneval_problems
+
+    problems = tmp_path / "humaneval.jsonl"
+    write_problem_set(problems, humaneval_problems())
+    source = load_source(problems)
+    monkeypatch.chdir(tmp_path)  # no bench/results/hardsets/ here: the shipped set is found
+    path = find_hard_set("smollm2-135m-instruct", str(problems))
+    assert path.parent.name == "hardsets" and path.parent.parent.name == "discovery"
+    stored = load_hard_set(
+        path,
+        model_digest=model_digest(smollm2_source.folder),
+        problem_set_digest=source.digest,
+    )
+    rule = HardSetRule(**{**stored["rule"], "tags": tuple(stored["rule"]["tags"])})
+    assert len(stored["problems"]) == rule.count and rule.temperature == 0.7
+    for problem in stored["problems"]:
+        assert rule.min_rate <= problem["base_pass_rate"] <= rule.max_rate
+        assert source.entries[problem["index"]].id == problem["id"]
+    assert [s["index"] for s in stored["scanned"]] == list(range(len(stored["scanned"])))
