@@ -49,6 +49,7 @@ class DiscoveryConfig:
     hard_set: Path | None = None  # None: find_hard_set(model, problem_set)
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
     temperature: float | None = None  # every strategy's; None: the hard set's screen's
+    report_only: bool = False  # report what runs.jsonl holds instead of running
 
 
 @dataclass
@@ -147,16 +148,41 @@ def load_checked_hard_set(config: DiscoveryConfig, source: ProblemSource) -> dic
 
 
 async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None] = print) -> dict:
+    """Run the plan (or, with `report_only`, read what a stopped run left in runs.jsonl) and
+    write discovery.json and discovery.png."""
     source = load_source(config.problem_set)
     hard_set = load_checked_hard_set(config, source)
     if config.temperature is None and "temperature" in hard_set["rule"]:
         # the strategies sample at the temperature the hard set's base rates were measured at
         config = replace(config, temperature=hard_set["rule"]["temperature"])
-    problems = pick_problems(hard_set, config.problems, config.problem_seed)
-    plan = run_plan(config, problems)
+    planned = pick_problems(hard_set, config.problems, config.problem_seed)
+    plan = run_plan(config, planned)
+    if config.report_only:
+        runs, problems, jobs = *finished_runs(config.out / "runs.jsonl", plan), None
+    else:
+        runs, jobs = await _run_all(config, source, plan, progress), config.jobs
+        problems = planned
+    order = {key: i for i, key in enumerate(plan)}
+    runs.sort(key=lambda r: order[(r.strategy, r.problem, r.seed)])
+    report = summarize(runs, config, problems)
+    report["jobs"] = jobs or pool.default_jobs(config.engine)
+    report["stopped_early"] = problems != planned
+    report["hard_set"] = {
+        k: hard_set.get(k)
+        for k in ("model", "model_digest", "problem_set", "problem_set_digest", "rule")
+    }
+    report["problem_ids"] = [source.entries[i].id for i in problems]
+    write_report(report, config.out)
+    return report
+
+
+async def _run_all(
+    config: DiscoveryConfig, source: ProblemSource, plan: list, progress: Callable[[str], None]
+) -> list[Run]:
+    """Every run of the plan, each logged to runs.jsonl as it ends (a crash keeps data)."""
     config.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
-    with (config.out / "runs.jsonl").open("w") as log:  # each run as it ends: a crash keeps data
+    with (config.out / "runs.jsonl").open("w") as log:
 
         def done(run: Run) -> None:
             runs.append(run)
@@ -175,17 +201,24 @@ async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None]
                 done(await run_one(runtime, source, (name, index, seed), config))
         else:
             await _run_parallel(config, plan, jobs, done)
-    order = {key: i for i, key in enumerate(plan)}
-    runs.sort(key=lambda r: order[(r.strategy, r.problem, r.seed)])
-    report = summarize(runs, config, problems)
-    report["jobs"] = jobs
-    report["hard_set"] = {
-        k: hard_set.get(k)
-        for k in ("model", "model_digest", "problem_set", "problem_set_digest", "rule")
-    }
-    report["problem_ids"] = [source.entries[i].id for i in problems]
-    write_report(report, config.out)
-    return report
+    return runs
+
+
+def finished_runs(path: Path, plan: list[tuple[str, int, int]]) -> tuple[list[Run], list[int]]:
+    """The runs of `plan` that a stopped benchmark logged, by whole problems: a problem counts
+    once every strategy has ended on every seed, so the report stays paired and balanced."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: run the benchmark first")
+    logged = [Run(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    by_key = {(r.strategy, r.problem, r.seed): r for r in logged}
+    problems = [
+        index
+        for index in dict.fromkeys(i for _, i, _ in plan)
+        if all(key in by_key for key in plan if key[1] == index)
+    ]
+    if not problems:
+        raise ValueError(f"{path}: no problem has all its runs yet")
+    return [by_key[key] for key in plan if key[1] in problems], problems
 
 
 async def _run_parallel(

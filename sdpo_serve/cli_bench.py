@@ -178,6 +178,13 @@ def bench_discovery(
     jobs: Annotated[
         int | None, typer.Option(help="Processes (default: one per core on CPU, 1 on GPU).", min=1)
     ] = None,
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            help="Run nothing: report the whole problems that a stopped run of the same "
+            "command left in OUT/runs.jsonl."
+        ),
+    ] = False,
 ) -> None:
     """Discovery@k of every strategy on the same hard problems, seeds and budget."""
     from discovery.run import DiscoveryConfig, run_discovery
@@ -204,6 +211,7 @@ def bench_discovery(
         problem_set=problem_set,
         hard_set=hard_set,
         jobs=jobs,
+        report_only=report_only,
     )
     with engine_errors():
         report = asyncio.run(run_discovery(config))
@@ -229,6 +237,8 @@ def print_discovery(report: dict) -> None:
         table.add_row(name, *cells, f"{mean:.1f}" if mean else "-", f"{s['wall_s']:.0f}")
     console = Console()
     console.print(table)
+    if report.get("stopped_early"):
+        console.print(f"a stopped run: the {len(report['problems'])} problems with all their runs")
     for key in ("attempts_ratio_vs_best_of_k", "attempts_ratio_ci90", "wall_ratio_vs_best_of_k"):
         if key in report:
             console.print(f"{key}: {report[key]}")

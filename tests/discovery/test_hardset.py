@@ -218,3 +218,38 @@ def test_the_shipped_smollm2_humaneval_hard_set_matches_its_rule(
         assert rule.min_rate <= problem["base_pass_rate"] <= rule.max_rate
         assert source.entries[problem["index"]].id == problem["id"]
     assert [s["index"] for s in stored["scanned"]] == list(range(len(stored["scanned"])))
+
+
+def test_a_stopped_benchmark_reports_its_whole_problems(toy_runtime, tmp_path):
+    problems = tmp_path / "toy.jsonl"
+    write_problem_set(problems, toy_problems(4))
+    source = load_source(problems)
+    rule = HardSetRule(samples=2, batch=2, min_rate=0, max_rate=1, count=3, tags=())
+    hard = asyncio.run(
+        select_hard_set(screen_here(toy_runtime, source, rule), source, rule, "toy",
+                        model_digest(model_folder("toy")))
+    )  # fmt: skip
+    save_hard_set(hard, tmp_path / "hard.json")
+    config = DiscoveryConfig(
+        out=tmp_path / "out",
+        strategies=("best_of_k", "multi_turn"),
+        budget=2,
+        problems=3,
+        seeds=2,
+        params={"best_of_k": {"num_generations": 2}, "multi_turn": {"num_generations": 2}},
+        model="toy",
+        problem_set=str(problems),
+        hard_set=tmp_path / "hard.json",
+        jobs=1,
+    )
+    full = asyncio.run(run_discovery(config, progress=lambda line: None))
+    assert full["stopped_early"] is False and len(full["runs"]) == 12
+    log = config.out / "runs.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:7]) + "\n")  # stopped in the second problem's runs
+    partial = asyncio.run(run_discovery(replace(config, report_only=True), progress=print))
+    assert partial["stopped_early"] is True and partial["problems"] == full["problems"][:1]
+    assert partial["runs"] == full["runs"][:4]
+    log.write_text(lines[0] + "\n")
+    with pytest.raises(ValueError, match="no problem has all its runs"):
+        asyncio.run(run_discovery(replace(config, report_only=True), progress=print))
