@@ -279,8 +279,12 @@ def _ratios(summary: dict, budget: int, runs: list[Run]) -> dict:
     if "sdpo" not in summary or "best_of_k" not in summary:
         return {}
     target = summary["best_of_k"]["discovery"][str(budget)]
-    sdpo_curve = [summary["sdpo"]["discovery"][str(k)] for k in range(1, budget + 1)]
-    needed = stats.attempts_to_reach(stats.np.array(sdpo_curve), target) if target > 0 else None
+    sdpo_curve, bok_curve = (
+        stats.np.array([summary[name]["discovery"][str(k)] for k in range(1, budget + 1)])
+        for name in ("sdpo", "best_of_k")
+    )
+    needed = stats.attempts_to_reach(sdpo_curve, target) if target > 0 else None
+    ratio = stats.attempts_ratio(sdpo_curve, bok_curve)
     n_runs = summary["best_of_k"]["runs"]
     bok_time = _time_to_reach(summary["best_of_k"]["success_times_s"], target, n_runs)
     sdpo_time = _time_to_reach(summary["sdpo"]["success_times_s"], target, n_runs)
@@ -292,7 +296,10 @@ def _ratios(summary: dict, budget: int, runs: list[Run]) -> dict:
     return {
         "best_of_k_discovery_at_budget": target,
         "sdpo_attempts_to_match": needed,
-        "attempts_ratio_vs_best_of_k": round(budget / needed, 3) if needed else None,
+        "best_of_k_attempts_to_match": stats.attempts_to_reach(bok_curve, target)
+        if target > 0
+        else None,
+        "attempts_ratio_vs_best_of_k": round(ratio, 3) if ratio else None,
         "attempts_ratio_ci90": [round(v, 3) for v in interval] if interval else None,
         "wall_ratio_vs_best_of_k": round(bok_time / sdpo_time, 3)
         if bok_time and sdpo_time

@@ -54,7 +54,7 @@ def attempts_ratio_interval(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> tuple[float, float] | None:
-    """90% interval of budget / (attempts SDPO needs to reach best-of-k's discovery@budget).
+    """90% interval of the attempts ratio (`attempts_ratio`) at best-of-k's discovery@budget.
 
     Both strategies are resampled together (the same problems, the same seed positions), since
     they ran on the same problems and seeds. A resample where SDPO never reaches the target
@@ -70,13 +70,24 @@ def attempts_ratio_interval(
             for i in rng.choice(len(best_of_k[key]), size=len(best_of_k[key]), replace=True):
                 ours.append(sdpo[key][i])
                 theirs.append(best_of_k[key][i])
-        target = discovery_curve(theirs, budget)[-1]
-        if target > 0:
-            needed = attempts_to_reach(discovery_curve(ours, budget), target)
-            ratios.append(budget / needed if needed else 0.0)
+        ratio = attempts_ratio(discovery_curve(ours, budget), discovery_curve(theirs, budget))
+        if ratio is not None:
+            ratios.append(ratio)
     if not ratios:
         return None
     return float(np.quantile(ratios, 0.05)), float(np.quantile(ratios, 0.95))
+
+
+def attempts_ratio(sdpo: np.ndarray, best_of_k: np.ndarray) -> float | None:
+    """Attempts best-of-k needs to reach its own discovery@budget, over the attempts SDPO needs
+    to reach the same level: 0 if SDPO never does, None if best-of-k solves nothing. Where
+    best-of-k is still climbing at the budget this is budget / SDPO's attempts; where it levels
+    off earlier, the budget would flatter whichever strategy levels off with it."""
+    target = best_of_k[-1]
+    if target <= 0:
+        return None
+    needed = attempts_to_reach(sdpo, target)
+    return attempts_to_reach(best_of_k, target) / needed if needed else 0.0
 
 
 def attempts_to_reach(curve: np.ndarray, target: float) -> int | None:

@@ -16,6 +16,21 @@ def test_attempts_to_reach():
     assert stats.attempts_to_reach(curve, 0.6) is None
 
 
+def test_attempts_ratio_counts_best_of_ks_own_attempts_when_it_levels_off():
+    """Both solve every run by attempt 8 of 32: the same curve is ratio 1, not 32 / 8."""
+    same = stats.discovery_curve([8, 8], budget=32)
+    assert stats.attempts_ratio(same, same) == 1.0
+    faster = stats.discovery_curve([2, 4], budget=32)
+    assert stats.attempts_ratio(faster, same) == 2.0
+    climbing = stats.discovery_curve([32, None], budget=32)  # still rising at the budget
+    assert stats.attempts_ratio(faster, climbing) == 32 / 2
+    nothing = stats.discovery_curve([None, None], budget=32)
+    assert stats.attempts_ratio(faster, nothing) is None
+    assert stats.attempts_ratio(nothing, same) == 0.0
+    interval = stats.attempts_ratio_interval({"a": [8, 8]}, {"a": [8, 8]}, budget=32, n_boot=20)
+    assert interval == (1.0, 1.0)
+
+
 def test_bootstrap_band_brackets_the_estimate_and_collapses_without_variance():
     same = {"a": [2, 2], "b": [2, 2]}
     lo, hi = stats.bootstrap_band(same, budget=3, n_boot=50)
