@@ -86,8 +86,7 @@ class Store(Admission, EventLog, Health):
         whole index is read, in pages). Expired ones are dropped from the index."""
         if not statuses:
             ids = await self.redis.zrevrange(owner_sessions_key(owner), offset, offset + limit - 1)
-            rows, total = await self._summaries(owner, ids)
-            return rows, total
+            return await self._summaries(owner, ids)
         matching: list[ProblemSummary] = []
         start = 0
         while True:

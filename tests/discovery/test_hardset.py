@@ -160,31 +160,10 @@ def test_a_stopped_screen_keeps_what_it_measured_and_says_how_to_reproduce_it(to
 
 
 def test_the_benchmark_samples_at_the_temperature_of_its_hard_set(toy_runtime, tmp_path):
-    problems = tmp_path / "toy.jsonl"
-    write_problem_set(problems, toy_problems(4))
-    source = load_source(problems)
-    rule = HardSetRule(samples=4, batch=4, min_rate=0, max_rate=1, count=1, tags=(),
-                       temperature=0.5)  # fmt: skip
     with pytest.raises(ValueError, match="temperature must be in"):
-        replace(rule, temperature=0)
-    hard = asyncio.run(
-        select_hard_set(screen_here(toy_runtime, source, rule), source, rule, "toy",
-                        model_digest(model_folder("toy")))
-    )  # fmt: skip
+        HardSetRule(temperature=0)
+    hard, _, config = _toy_benchmark(toy_runtime, tmp_path, 1, temperature=0.5)
     assert hard["rule"]["temperature"] == 0.5
-    save_hard_set(hard, tmp_path / "hard.json")
-    config = DiscoveryConfig(
-        out=tmp_path / "out",
-        strategies=("best_of_k",),
-        budget=2,
-        problems=1,
-        seeds=1,
-        params={"best_of_k": {"num_generations": 2}},
-        model="toy",
-        problem_set=str(problems),
-        hard_set=tmp_path / "hard.json",
-        jobs=1,
-    )
     report = asyncio.run(run_discovery(config, progress=lambda line: None))
     assert report["config"]["temperature"] == 0.5
     hotter = replace(config, out=tmp_path / "hot", temperature=1.0)  # an explicit one wins
@@ -221,26 +200,12 @@ def test_the_shipped_smollm2_humaneval_hard_set_matches_its_rule(
 
 
 def test_a_stopped_benchmark_reports_its_whole_problems(toy_runtime, tmp_path):
-    problems = tmp_path / "toy.jsonl"
-    write_problem_set(problems, toy_problems(4))
-    source = load_source(problems)
-    rule = HardSetRule(samples=2, batch=2, min_rate=0, max_rate=1, count=3, tags=())
-    hard = asyncio.run(
-        select_hard_set(screen_here(toy_runtime, source, rule), source, rule, "toy",
-                        model_digest(model_folder("toy")))
-    )  # fmt: skip
-    save_hard_set(hard, tmp_path / "hard.json")
-    config = DiscoveryConfig(
-        out=tmp_path / "out",
+    _, _, config = _toy_benchmark(toy_runtime, tmp_path, 3)
+    config = replace(
+        config,
         strategies=("best_of_k", "multi_turn"),
-        budget=2,
-        problems=3,
         seeds=2,
         params={"best_of_k": {"num_generations": 2}, "multi_turn": {"num_generations": 2}},
-        model="toy",
-        problem_set=str(problems),
-        hard_set=tmp_path / "hard.json",
-        jobs=1,
     )
     full = asyncio.run(run_discovery(config, progress=lambda line: None))
     assert full["stopped_early"] is False and len(full["runs"]) == 12
@@ -253,3 +218,31 @@ def test_a_stopped_benchmark_reports_its_whole_problems(toy_runtime, tmp_path):
     log.write_text(lines[0] + "\n")
     with pytest.raises(ValueError, match="no problem has all its runs"):
         asyncio.run(run_discovery(replace(config, report_only=True), progress=print))
+
+
+def _toy_benchmark(toy_runtime, tmp_path, count: int, **rule_fields):
+    """A toy problem-set file of 4 problems, its hard set screened and saved, and a best-of-k
+    discovery run on it: (the hard set, the source, the config)."""
+    problems = tmp_path / "toy.jsonl"
+    write_problem_set(problems, toy_problems(4))
+    source = load_source(problems)
+    rule = HardSetRule(samples=2, batch=2, min_rate=0, max_rate=1, count=count, tags=(),
+                       **rule_fields)  # fmt: skip
+    hard = asyncio.run(
+        select_hard_set(screen_here(toy_runtime, source, rule), source, rule, "toy",
+                        model_digest(model_folder("toy")))
+    )  # fmt: skip
+    save_hard_set(hard, tmp_path / "hard.json")
+    config = DiscoveryConfig(
+        out=tmp_path / "out",
+        strategies=("best_of_k",),
+        budget=2,
+        problems=count,
+        seeds=1,
+        params={"best_of_k": {"num_generations": 2}},
+        model="toy",
+        problem_set=str(problems),
+        hard_set=tmp_path / "hard.json",
+        jobs=1,
+    )
+    return hard, source, config

@@ -86,6 +86,7 @@ export function sessionView(root, { id, fail }) {
 
   const header = el("div", { class: "session-header" });
   const live = el("span", { id: "live", class: "live" }, "connecting…");
+  const stepCount = el("span", { id: "step-count", class: "muted" }, "0");
   const cancel = el("button", { id: "cancel", class: "danger" }, "Cancel");
   const solution = el("section", { id: "solution" });
   const curvesBox = el("div", { id: "curves", class: "chart" });
@@ -99,7 +100,7 @@ export function sessionView(root, { id, fail }) {
     header,
     el("p", {}, live, " ", cancel),
     solution,
-    el("h2", {}, "Steps ", el("span", { id: "step-count", class: "muted" }, "0")),
+    el("h2", {}, "Steps ", stepCount),
     el("div", { class: "charts" }, curvesBox, passesBox),
     phasesBox,
     el("h2", {}, "Attempts"),
@@ -150,7 +151,7 @@ export function sessionView(root, { id, fail }) {
 
   function drawSteps() {
     const ordered = [...steps.values()].sort((a, b) => a.step - b.step);
-    document.getElementById("step-count").textContent = String(ordered.length);
+    stepCount.textContent = String(ordered.length);
     curvesBox.dataset.steps = String(ordered.length);
     if (!ordered.length) return;
     const x = ordered.map((s) => s.step);
