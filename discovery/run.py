@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from sdpo.settings import get_settings
@@ -31,6 +32,7 @@ from .hardset import find_hard_set, load_hard_set, model_digest
 from .problems import TOY, ProblemSource, load_source
 
 CONTROL_NAME = "sdpo[reference-teacher]"
+RUN_CONFIG = "run_config.json"  # beside runs.jsonl: the config its runs were made with
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,16 @@ class DiscoveryConfig:
     problem_set: str = TOY  # "toy" or a problem-set file
     hard_set: Path | None = None  # None: find_hard_set(model, problem_set)
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
+    concurrency: int = 1  # sessions at once in one process, taking turns as in a worker
     temperature: float | None = None  # every strategy's; None: the hard set's screen's
     report_only: bool = False  # report what runs.jsonl holds instead of running
+    resume: bool = False  # keep the runs a stopped run of the same config logged; run the rest
+
+    def identity(self) -> dict:
+        """What decides the runs' results: a run may only resume a stopped run of the same."""
+        skip = {"out", "jobs", "concurrency", "report_only", "resume"}  # same runs either way
+        fields = {k: v for k, v in asdict(self).items() if k not in skip}
+        return json.loads(json.dumps(fields, default=str))  # as run_config.json stores it
 
 
 @dataclass
@@ -84,7 +94,8 @@ async def run_one(
     params = dict(config.params.get(strategy_name, {}))
     if config.temperature is not None:
         params.setdefault("temperature", config.temperature)
-    strategy = make_strategy(strategy_name, problem, params, runtime, seed=seed)
+    build = partial(make_strategy, strategy_name, problem, params, runtime, seed=seed)
+    strategy = await runtime.compute.run(build)
     started = time.perf_counter()
     phases: dict[str, float] = defaultdict(float)
     digest = hashlib.sha256()
@@ -98,7 +109,7 @@ async def run_one(
     try:
         result = await run_session(strategy, Budget(config.budget), on_step=on_step)
     finally:
-        strategy.close()
+        await runtime.compute.run(strategy.close)
     wall = time.perf_counter() - started
     first = result.first_success.index if result.first_success else None
     wall_to_success = wall if first else None
@@ -114,6 +125,11 @@ async def run_one(
         digest.hexdigest()[:16],
         source.entries[index].id,
     )
+
+
+def resolved_jobs(config: DiscoveryConfig) -> int:
+    """Processes: --jobs, else 1 with --concurrency, else pool.default_jobs."""
+    return config.jobs or (1 if config.concurrency > 1 else pool.default_jobs(config.engine))
 
 
 def run_plan(config: DiscoveryConfig, problems: list[int]) -> list[tuple[str, int, int]]:
@@ -155,17 +171,20 @@ async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None]
     if config.temperature is None and "temperature" in hard_set["rule"]:
         # the strategies sample at the temperature the hard set's base rates were measured at
         config = replace(config, temperature=hard_set["rule"]["temperature"])
+    if config.concurrency > 1 and (config.jobs or 1) > 1:
+        raise ValueError("--concurrency runs its sessions in one process: leave --jobs at 1")
     planned = pick_problems(hard_set, config.problems, config.problem_seed)
     plan = run_plan(config, planned)
     if config.report_only:
         runs, problems, jobs = *finished_runs(config.out / "runs.jsonl", plan), None
     else:
-        runs, jobs = await _run_all(config, source, plan, progress), config.jobs
+        runs, jobs = await _run_all(config, source, plan, progress), resolved_jobs(config)
         problems = planned
     order = {key: i for i, key in enumerate(plan)}
     runs.sort(key=lambda r: order[(r.strategy, r.problem, r.seed)])
     report = summarize(runs, config, problems)
     report["jobs"] = jobs or pool.default_jobs(config.engine)
+    report["concurrency"] = config.concurrency
     report["stopped_early"] = problems != planned
     report["hard_set"] = {
         k: hard_set.get(k)
@@ -179,10 +198,20 @@ async def run_discovery(config: DiscoveryConfig, progress: Callable[[str], None]
 async def _run_all(
     config: DiscoveryConfig, source: ProblemSource, plan: list, progress: Callable[[str], None]
 ) -> list[Run]:
-    """Every run of the plan, each logged to runs.jsonl as it ends (a crash keeps data)."""
+    """Every run of the plan, each logged to runs.jsonl as it ends (a crash keeps data). With
+    `resume`, the runs already logged are kept and only the others run."""
     config.out.mkdir(parents=True, exist_ok=True)
-    runs: list[Run] = []
+    runs = resumed_runs(config, plan) if config.resume else []
+    (config.out / RUN_CONFIG).write_text(json.dumps(config.identity(), indent=1) + "\n")
+    if runs:
+        progress(f"resuming: {len(runs)} of {len(plan)} runs already logged")
+    logged = {(r.strategy, r.problem, r.seed) for r in runs}
+    plan = [key for key in plan if key not in logged]
+    total = len(runs) + len(plan)
     with (config.out / "runs.jsonl").open("w") as log:
+        for run in runs:
+            log.write(json.dumps(asdict(run)) + "\n")
+        log.flush()
 
         def done(run: Run) -> None:
             runs.append(run)
@@ -190,18 +219,65 @@ async def _run_all(
             log.flush()
             outcome = f"solved at {run.first_success}" if run.first_success else "unsolved"
             progress(
-                f"[{len(runs)}/{len(plan)}] problem {run.problem} seed {run.seed} "
+                f"[{len(runs)}/{total}] problem {run.problem} seed {run.seed} "
                 f"{run.strategy}: {outcome} ({run.wall_s:.1f} s)"
             )
 
-        jobs = config.jobs or pool.default_jobs(config.engine)
+        jobs = resolved_jobs(config)
         if jobs == 1:
             runtime = build_runtime(config.engine, config.model)
-            for name, index, seed in plan:
-                done(await run_one(runtime, source, (name, index, seed), config))
+            await _run_concurrently(runtime, source, config, plan, done)
         else:
             await _run_parallel(config, plan, jobs, done)
     return runs
+
+
+async def _run_concurrently(
+    runtime: Runtime,
+    source: ProblemSource,
+    config: DiscoveryConfig,
+    plan: list,
+    done: Callable[[Run], None],
+) -> None:
+    """The plan's runs in this process, `concurrency` sessions at a time, taking turns on the
+    model exactly as a worker's sessions do (worker/compute.py)."""
+    slots = asyncio.Semaphore(config.concurrency)
+
+    async def one(key: tuple[str, int, int]) -> Run:
+        async with slots:
+            return await run_one(runtime, source, key, config)
+
+    tasks = [asyncio.ensure_future(one(key)) for key in plan]  # they start in plan order
+    for finished in asyncio.as_completed(tasks):
+        done(await finished)
+
+
+def resumed_runs(config: DiscoveryConfig, plan: list[tuple[str, int, int]]) -> list[Run]:
+    """The logged runs of `plan` in OUT/runs.jsonl, if OUT holds a run of the same config (a
+    last line cut short by a crash is dropped); ValueError if it holds another config's."""
+    stored_config, log = config.out / RUN_CONFIG, config.out / "runs.jsonl"
+    if not log.is_file():
+        return []
+    if not stored_config.is_file():
+        raise ValueError(f"{log}: no {RUN_CONFIG} beside it, so it cannot be resumed")
+    stored, current = json.loads(stored_config.read_text()), config.identity()
+    differ = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if differ:
+        raise ValueError(
+            f"{stored_config}: the stopped run had other settings ({', '.join(differ)}); "
+            "resume it with the same command, or choose another --out"
+        )
+    lines = log.read_text().splitlines()
+    runs = []
+    for number, line in enumerate(lines, 1):
+        try:
+            runs.append(Run(**json.loads(line)))
+        except (ValueError, TypeError) as error:
+            if number == len(lines):  # the write a crash interrupted
+                break
+            raise ValueError(f"{log}, line {number}: not a run ({error})") from None
+    wanted = set(plan)
+    return [r for r in runs if (r.strategy, r.problem, r.seed) in wanted]
 
 
 def finished_runs(path: Path, plan: list[tuple[str, int, int]]) -> tuple[list[Run], list[int]]:

@@ -358,3 +358,7 @@ class Readiness(BaseModel):
     ready: bool
     redis: bool
     workers: int = Field(..., description="Workers that sent a heartbeat recently.")
+    sessions_running: int = Field(0, description="Sessions those workers are running now.")
+    free_slots: int = Field(
+        0, description="Sessions those workers could start now (SDPO_WORKER_MAX_SESSIONS each)."
+    )

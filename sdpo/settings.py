@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     worker_name: str | None = Field(
         None, description="Consumer name in the job group. Empty: <hostname>-<pid>."
     )
+    worker_max_sessions: int | None = Field(
+        None,
+        ge=1,
+        description="Sessions one worker runs at once, taking turns on its model. Empty: 8 on "
+        "a GPU, 4 on the CPU.",
+    )
     heartbeat_s: float = Field(2.0, gt=0, le=60, description="Worker heartbeat period.")
     claim_idle_ms: int = Field(
         30_000, ge=100, description="A job silent this long belongs to a dead worker: reclaim it."
@@ -168,6 +174,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Bytes of attempt records kept per session; past them, an attempt keeps "
         "its verdict and feedback but not its text and code (elided).",
+    )
+    update_tokens_per_pass: int = Field(
+        1024,
+        ge=1,
+        description="Student tokens (padding included) per forward/backward pass of the SDPO "
+        "update: a batch is split into row groups this size (at least one row each), whose "
+        "gradients add up. Bounds the update's activation memory.",
     )
     max_claims: int = Field(
         5, ge=1, description="A session whose worker died this many times fails instead."

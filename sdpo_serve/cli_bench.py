@@ -178,11 +178,26 @@ def bench_discovery(
     jobs: Annotated[
         int | None, typer.Option(help="Processes (default: one per core on CPU, 1 on GPU).", min=1)
     ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Sessions at once in one process, taking turns on the model as a worker's "
+            "sessions do (implies --jobs 1).",
+            min=1,
+        ),
+    ] = 1,
     report_only: Annotated[
         bool,
         typer.Option(
             help="Run nothing: report the whole problems that a stopped run of the same "
             "command left in OUT/runs.jsonl."
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the runs that a stopped run of the same command logged in "
+            "OUT/runs.jsonl, and run only the others."
         ),
     ] = False,
 ) -> None:
@@ -211,7 +226,9 @@ def bench_discovery(
         problem_set=problem_set,
         hard_set=hard_set,
         jobs=jobs,
+        concurrency=concurrency,
         report_only=report_only,
+        resume=resume,
     )
     with engine_errors():
         report = asyncio.run(run_discovery(config))

@@ -1,6 +1,6 @@
 """Prometheus exposition, read from the store at scrape time, so that every gateway replica
-reports the same cluster-wide numbers: sessions by status, attempts, queue depth, workers and
-the step phase durations that workers record."""
+reports the same cluster-wide numbers: sessions by status, attempts, queue depth and queue wait,
+workers with their sessions and free slots, and the step phase durations that workers record."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from sdpo.schemas import TERMINAL
-from sdpo.store import PHASE_BUCKETS_S, Stats, phase_field, recorded_phases
+from sdpo.store import (
+    PHASE_BUCKETS_S,
+    QUEUE_WAIT_BUCKETS_S,
+    Stats,
+    phase_field,
+    queue_wait_field,
+    recorded_phases,
+)
 
 
 class _StatsCollector:
@@ -37,7 +44,32 @@ class _StatsCollector:
         yield depth
         alive = self.stats.workers_alive
         yield GaugeMetricFamily("sdpo_workers_alive", "Workers with a recent heartbeat.", alive)
+        yield from self._worker_slots()
+        yield self._queue_wait()
         yield self._phases()
+
+    def _worker_slots(self):
+        sessions = GaugeMetricFamily(
+            "sdpo_worker_sessions", "Sessions a worker is running now.", labels=["worker"]
+        )
+        free = GaugeMetricFamily(
+            "sdpo_worker_free_slots", "Sessions a worker could start now.", labels=["worker"]
+        )
+        for worker, (running, most) in sorted(self.stats.worker_slots.items()):
+            sessions.add_metric([worker], running)
+            free.add_metric([worker], max(most - running, 0))
+        yield sessions
+        yield free
+
+    def _queue_wait(self) -> HistogramMetricFamily:
+        c = self.stats.counters
+        family = HistogramMetricFamily(
+            "sdpo_queue_wait_seconds", "Seconds from a session's creation to its first claim."
+        )
+        buckets = [(str(b), c.get(queue_wait_field(f"le:{b}"), 0)) for b in QUEUE_WAIT_BUCKETS_S]
+        count = c.get(queue_wait_field("count"), 0)
+        family.add_metric([], [*buckets, ("+Inf", count)], c.get(queue_wait_field("sum"), 0))
+        return family
 
     def _active(self) -> GaugeMetricFamily:
         active = GaugeMetricFamily(

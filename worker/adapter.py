@@ -1,12 +1,29 @@
 """A session's LoRA adapter on the shared base model, and its teacher (EMA, live or base).
 
-The adapter is fresh for every session (peft wraps the base model in place) and removed again
-with `close()`, which leaves the base model exactly as it was. The EMA teacher is a second peft
-adapter whose weights follow the student's: teacher ← (1 - rate) · teacher + rate · student.
+Many sessions share one base model. Their adapters live side by side as named adapters of one
+peft model over that base (`AdapterHost`): peft's own mechanism for several adapters, so a
+session's student, teacher and optimizer are its own tensors, and no session's weights are
+ever written by another. peft computes with one active adapter at a time, so a session's
+`model` property activates its own before use; sessions take turns on the model (the worker's
+compute lock, `strategies.base.Runtime.compute`), never computing at once. Best-of-k and
+multi-turn sample from the bare base (the engine's generation twin, or `disable_adapter`).
+
+Why peft's named adapters and not a batched LoRA layer of our own: they keep the adapter in
+the format peft and vLLM read (vLLM serves it as a LoRARequest), and a session computes exactly
+as it did alone. A batched layer (per-row A/B gathered from stacked tensors) would let rows of
+different sessions share one forward pass; it is the next step for cross-session batching.
+
+The adapter is fresh for every session and removed again with `close()`; when the last one
+goes, the peft wrapping is removed too, which leaves the base model exactly as it was. The EMA
+teacher is a second adapter whose weights follow the student's: teacher ← (1 - rate) ·
+teacher + rate · student. Checkpoints name the weights `student` and `teacher`, whatever the
+adapters' names on the host, so a session resumes on any worker.
 """
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,9 +34,62 @@ from transformers import PreTrainedModel
 
 from sdpo.params import SDPOParams
 
-STUDENT = "student"
-PEFT_PREFIX = "base_model.model."  # peft's module names: this, then the base model's own
+STUDENT = "student"  # the names checkpoints use
 TEACHER = "teacher"
+PEFT_PREFIX = "base_model.model."  # peft's module names: this, then the base model's own
+
+
+class AdapterHost:
+    """The peft model over one base model that holds every live session's adapters."""
+
+    def __init__(self, base: PreTrainedModel) -> None:
+        self.base = base
+        self.peft: PeftModel | None = None
+        self._numbers = itertools.count()
+
+    def add(self, config: LoraConfig, *, seed: int) -> str:
+        """A new adapter, initialised from `seed` alone; returns its name."""
+        name = f"s{next(self._numbers)}"
+        with torch.random.fork_rng(devices=[]):  # LoRA init is random: make it the seed's
+            torch.manual_seed(seed)
+            if self.peft is None:
+                self.peft = get_peft_model(self.base, config, adapter_name=name)
+                self.peft.eval()  # no dropout anywhere; gradients still flow to the LoRA weights
+            else:
+                self.peft.add_adapter(name, config)
+        return name
+
+    def activate(self, name: str) -> PeftModel:
+        assert self.peft is not None
+        if self.peft.active_adapter != name:
+            self.peft.set_adapter(name)
+        return self.peft
+
+    def remove(self, names: list[str]) -> None:
+        """Delete adapters; with the last one, unwrap the base model."""
+        assert self.peft is not None
+        remaining = [n for n in self.peft.peft_config if n not in names]
+        if not remaining:
+            self.peft.unload()
+            self.peft = None
+            return
+        self.activate(remaining[0])  # peft warns when the active adapter is deleted
+        for name in names:
+            self.peft.delete_adapter(name)
+
+    @property
+    def adapters(self) -> int:
+        return len(self.peft.peft_config) if self.peft is not None else 0
+
+
+_hosts: weakref.WeakKeyDictionary[PreTrainedModel, AdapterHost] = weakref.WeakKeyDictionary()
+
+
+def host_of(base: PreTrainedModel) -> AdapterHost:
+    """The one adapter host of a base model."""
+    if base not in _hosts:
+        _hosts[base] = AdapterHost(base)
+    return _hosts[base]
 
 
 class SessionAdapter:
@@ -34,27 +104,38 @@ class SessionAdapter:
             bias="none",
             task_type="CAUSAL_LM",
         )
-        with torch.random.fork_rng(devices=[]):  # LoRA init is random: make it the seed's
-            torch.manual_seed(seed)
-            self.model: PeftModel = get_peft_model(base, config, adapter_name=STUDENT)
+        self.host = host_of(base)
+        self.student = self.host.add(config, seed=seed)
         self.teacher_kind = params.teacher_model_kind
+        self.teacher_name: str | None = None
+        self._in_teacher = False
         if self.teacher_kind == "ema":
-            self.model.add_adapter(TEACHER, config)
+            self.teacher_name = self.host.add(config, seed=seed)
             with torch.no_grad():
                 for t, s in zip(self._teacher_params(), self.student_params(), strict=True):
                     t.copy_(s)
-        self.model.set_adapter(STUDENT)
-        self.model.eval()  # no dropout anywhere; gradients still flow to the LoRA weights
+        self.host.activate(self.student)
 
-    def _named(self, adapter: str) -> list[tuple[str, torch.nn.Parameter]]:
+    @property
+    def model(self) -> PeftModel:
+        """The shared peft model, computing with this session's student (inside `teacher()`,
+        with its teacher)."""
+        if self._in_teacher and self.teacher_name is not None:
+            return self.host.activate(self.teacher_name)
+        return self.host.activate(self.student)
+
+    def _named(self, adapter: str | None) -> list[tuple[str, torch.nn.Parameter]]:
+        if adapter is None or self.host.peft is None:
+            return []
         marker = f".{adapter}."
-        return [(n, p) for n, p in self.model.named_parameters() if "lora_" in n and marker in n]
+        named = self.host.peft.named_parameters()
+        return [(n, p) for n, p in named if "lora_" in n and marker in n]
 
     def student_params(self) -> list[torch.nn.Parameter]:
-        return [p for _, p in self._named(STUDENT)]
+        return [p for _, p in self._named(self.student)]
 
     def _teacher_params(self) -> list[torch.nn.Parameter]:
-        return [p for _, p in self._named(TEACHER)]
+        return [p for _, p in self._named(self.teacher_name)]
 
     @contextmanager
     def teacher(self) -> Iterator[None]:
@@ -63,11 +144,12 @@ class SessionAdapter:
             with self.model.disable_adapter():
                 yield
         elif self.teacher_kind == "ema":
-            self.model.set_adapter(TEACHER)
+            self._in_teacher = True
             try:
                 yield
             finally:
-                self.model.set_adapter(STUDENT)
+                self._in_teacher = False
+                self.host.activate(self.student)
         else:  # live: the student itself, without gradients (the caller uses no_grad)
             yield
 
@@ -82,28 +164,38 @@ class SessionAdapter:
     def merged_weights(self) -> dict[str, torch.Tensor]:
         """W + scaling * B @ A for every layer the student adapts, by the layer's name in the
         base model: new tensors (the base's own weights are never written), in their dtype."""
-        merged = {}
+        merged, student = {}, self.student
         for name, module in self.model.named_modules():
-            if not isinstance(module, LoraLayer) or STUDENT not in module.lora_A:
+            if not isinstance(module, LoraLayer) or student not in module.lora_A:
                 continue
             base = module.get_base_layer().weight
-            a, b = module.lora_A[STUDENT].weight, module.lora_B[STUDENT].weight  # (r, in), (out, r)
-            delta = (b.float() @ a.float()) * module.scaling[STUDENT]  # (out, in)
+            a, b = module.lora_A[student].weight, module.lora_B[student].weight  # (r, in), (out, r)
+            delta = (b.float() @ a.float()) * module.scaling[student]  # (out, in)
             merged[name.removeprefix(PEFT_PREFIX)] = (base.float() + delta).to(base.dtype)
         return merged
 
+    def _by_checkpoint_name(self) -> dict[str, torch.nn.Parameter]:
+        """The session's LoRA weights under names that do not depend on this host."""
+        renames = {self.student: STUDENT, self.teacher_name: TEACHER}
+        return {
+            n.replace(f".{adapter}.", f".{renames[adapter]}."): p
+            for adapter in (self.student, self.teacher_name)
+            for n, p in self._named(adapter)
+        }
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        names = self._named(STUDENT) + (self._named(TEACHER) if self.teacher_kind == "ema" else [])
-        return {n: p.detach().clone() for n, p in names}
+        return {n: p.detach().clone() for n, p in self._by_checkpoint_name().items()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self._named(STUDENT) + self._named(TEACHER))
+        params = self._by_checkpoint_name()
         if set(state) != set(params):
             raise ValueError("adapter checkpoint does not match this session's LoRA layout")
         for name, value in state.items():
             params[name].copy_(value)
 
     def close(self) -> PreTrainedModel:
-        """Remove every LoRA layer; returns the untouched base model."""
-        return self.model.unload()
+        """Remove this session's adapters (with the last session's, every LoRA layer); returns
+        the base model, whose weights were never written."""
+        self.host.remove([n for n in (self.student, self.teacher_name) if n is not None])
+        return self.host.base

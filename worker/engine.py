@@ -57,7 +57,8 @@ class GenerationTwin:
     weights it decodes at the base model's own speed, for one (out x r) @ (r x in) product per
     layer per batch. The base model's modules and tensors are never written: the twin's
     modules are its own, and its merged weights are new tensors, dropped after the batch.
-    One session samples through it at a time (the engine serves one session per call)."""
+    One session samples through it at a time (the engine serves one session per call). Without
+    merged weights it is the bare base model, whatever adapters sessions hold on the base."""
 
     def __init__(self, model: PreTrainedModel) -> None:
         if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
@@ -115,9 +116,9 @@ class HFEngine:
         generator: torch.Generator,
         adapter: SessionAdapter | None = None,
     ) -> list[Sample]:
-        if adapter is None:
+        if adapter is None:  # the twin: the base model itself may hold sessions' LoRA layers
             with torch.inference_mode():
-                return sample(self.loaded.model, prompt_ids, n, config, generator=generator)
+                return sample(self.twin.model, prompt_ids, n, config, generator=generator)
         if not merged_fits(adapter):
             with torch.inference_mode():
                 return sample(adapter.model, prompt_ids, n, config, generator=generator)

@@ -1,4 +1,8 @@
-"""`sdpo worker`: join the job group and run sessions one at a time, step by step.
+"""`sdpo worker`: join the job group and run up to SDPO_WORKER_MAX_SESSIONS sessions at once.
+
+Each session is its own task, with its own lease, heartbeat touch, checkpoints and commits, as
+if it ran alone. They share the model by taking turns on it (worker/compute.py): while one
+session's batch is judged in the sandbox, or its step is committed, another one computes.
 
 One job:  claim (a lease on the session) → build the strategy → restore the checkpoint of the
 last committed step → run_session, where each step is checkpointed and then committed in one
@@ -69,6 +73,14 @@ def connect(url: str) -> Redis:
 
 
 @dataclass
+class Running:
+    """A job this worker is running, and whether its lease was found taken over."""
+
+    job: Job
+    lease_lost: bool = False
+
+
+@dataclass
 class WorkerContext:
     """What one worker process shares between its sessions."""
 
@@ -77,8 +89,8 @@ class WorkerContext:
     store: Store
     queue: JobQueue
     stopping: asyncio.Event
-    current: Job | None = None
-    lease_lost: bool = False
+    max_sessions: int = 1
+    running: dict[str, Running] = field(default_factory=dict)  # by job id
 
     @property
     def consumer(self) -> str:
@@ -125,12 +137,13 @@ class StopCheck:
     """Why the session should stop now, if it should."""
 
     ctx: WorkerContext
+    running: Running
     session_id: str
     started_at: float
     max_wall_s: float | None
 
     async def reason(self) -> str | None:
-        if self.ctx.lease_lost:
+        if self.running.lease_lost:
             return "lease_lost"
         if self.ctx.stopping.is_set():
             return "shutdown"
@@ -148,7 +161,7 @@ class StopCheck:
 @dataclass
 class SessionRun:
     ctx: WorkerContext
-    job: Job
+    running: Running
     claim: Claim
     committed_attempts: int = 0
     without_checkpoint: bool = False  # resumed with fresh adapters: the next step says so
@@ -158,6 +171,10 @@ class SessionRun:
     @property
     def sid(self) -> str:
         return self.claim.state.id
+
+    @property
+    def job(self) -> Job:
+        return self.running.job
 
     @property
     def lease(self) -> str:
@@ -171,9 +188,9 @@ class SessionRun:
         return self.folder / f"after-{steps_committed}.pt"
 
     async def run(self) -> None:
-        state = self.claim.state
+        state, compute = self.claim.state, self.ctx.runtime.compute
         try:
-            self.strategy = self._build()
+            self.strategy = await compute.run(self._build)  # adds its adapter to the model
         except (ValidationError, ValueError) as exc:  # e.g. params this worker does not accept
             await asyncio.shield(self._settle("failed", f"invalid session: {exc}"))
             return
@@ -183,7 +200,9 @@ class SessionRun:
             await asyncio.shield(self._settle("failed", error))
             return
         await self.ctx.store.record_params(self.sid, self.strategy.params.model_dump(mode="json"))
-        stop = StopCheck(self.ctx, self.sid, state.started_at, state.budget.max_wall_s)
+        stop = StopCheck(
+            self.ctx, self.running, self.sid, state.started_at, state.budget.max_wall_s
+        )
         outcome, error = "failed", ""
         try:
             await self._restore()
@@ -204,7 +223,7 @@ class SessionRun:
             log.exception("session %s failed", self.sid)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self.strategy.close()
+            await asyncio.shield(compute.run(self.strategy.close))
         if outcome == "cancelled":  # stopped: by whom?
             outcome = await self._stopped_outcome(stop)
         await asyncio.shield(self._settle(outcome, error))
@@ -230,8 +249,8 @@ class SessionRun:
             await asyncio.to_thread(shutil.rmtree, self.folder, True)
             return
         saved = await asyncio.to_thread(load_checkpoint, self.checkpoint(state.steps))
-        if saved is not None:
-            strategy.load_state_dict(saved)
+        if saved is not None:  # the adapter's weights are the model's: load them in our turn
+            await self.ctx.runtime.compute.run(strategy.load_state_dict, saved)
         else:  # no shared checkpoint folder: keep the counts exact, start the adapter afresh
             log.warning("session %s: no checkpoint after step %d", self.sid, state.steps)
             strategy.step_index, strategy.attempts_used = state.steps, state.attempts_used
@@ -259,7 +278,7 @@ class SessionRun:
         expected = list(range(self.committed_attempts + 1, step.attempts_used + 1))
         if [a.index for a in attempts] != expected:
             raise RuntimeError(f"step {record.step}: attempt indices {expected} expected")
-        state = self.strategy.state_dict()
+        state = await self.ctx.runtime.compute.run(self.strategy.state_dict)  # a copy
         await asyncio.to_thread(save_checkpoint, self.checkpoint(record.step + 1), state)
         commit = StepCommit(self.sid, self.lease, step, attempts, solution)
         result = await self.ctx.store.commit_step(commit)
@@ -288,7 +307,7 @@ class SessionRun:
         only by the worker that ended or handed back the session (or when it had already
         ended): a worker whose lease was taken over must leave both to the new holder."""
         store, queue = self.ctx.store, self.ctx.queue
-        self.ctx.current = None
+        forget(self.ctx, self.running)
         if outcome == "shutdown":  # hand the session to the next worker, checkpoint kept
             if await store.requeue(self.sid, self.lease, self.job, queue.key):
                 log.info("session %s released at shutdown", self.sid)
@@ -316,8 +335,16 @@ async def drop_job(ctx: WorkerContext, job: Job, sid: str) -> None:
     await ctx.queue.done(job)
 
 
+def forget(ctx: WorkerContext, running: Running) -> None:
+    """Stop heartbeating a job (unless a newer run of it took its place)."""
+    if ctx.running.get(running.job.id) is running:
+        del ctx.running[running.job.id]
+
+
 async def run_job(ctx: WorkerContext, job: Job) -> None:
     """Claim and run one job; jobs of sessions that ended or vanished are dropped."""
+    if job.id in ctx.running:  # reclaimed from ourselves after a late heartbeat: still ours
+        return
     claim = await ctx.store.claim(job.session_id, job.id, ctx.consumer)
     if not isinstance(claim, Claim):
         log.info("job %s: session %s is %s, dropped", job.id, job.session_id, claim)
@@ -326,31 +353,42 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
         else:  # a duplicate job of a session that runs elsewhere: its folder is in use
             await ctx.queue.done(job)
         return
-    ctx.current, ctx.lease_lost = job, False
     if claim.state.claims > ctx.settings.max_claims:
-        ctx.current = None
         error = f"workers died {claim.state.claims - 1} times running this session"
         if await ctx.store.finish(job.session_id, claim.state.lease or "", "failed", error):
             await drop_job(ctx, job, job.session_id)
         return
     log.info("session %s %s", job.session_id, "resumed" if claim.resumed else "started")
+    if not claim.resumed:
+        await ctx.store.record_queue_wait(claim.state.started_at - claim.state.created_at)
+    running = ctx.running[job.id] = Running(job)
     try:
-        await SessionRun(ctx, job, claim).run()
+        await SessionRun(ctx, running, claim).run()
     except LeaseLost as lost:
         log.warning("lease lost, session left to its new worker: %s", lost)
     finally:
-        ctx.current = None
+        forget(ctx, running)
+
+
+async def run_job_logged(ctx: WorkerContext, job: Job) -> None:
+    """run_job as a task of its own: its failures are logged, never raised into the worker."""
+    try:
+        await run_job(ctx, job)
+    except RedisError as exc:  # Redis restarting: the job stays pending, to be reclaimed
+        log.warning("redis unavailable during job %s (%s); left pending", job.id, exc)
+    except Exception:  # a bookkeeping bug: the job stays pending, max_claims bounds it
+        log.exception("job %s failed outside its session; the worker carries on", job.id)
 
 
 async def heartbeat(ctx: WorkerContext) -> None:
-    """Say we are alive, and keep our job from being reclaimed while we work on it."""
+    """Say we are alive and how full we are, and keep our jobs from being reclaimed."""
     while True:
         try:
-            await ctx.store.heartbeat(ctx.consumer)
-            job = ctx.current
-            if job is not None and not await ctx.queue.touch(ctx.consumer, job):
-                if ctx.current is job:  # not merely finished in the meantime
-                    ctx.lease_lost = True
+            await ctx.store.heartbeat(ctx.consumer, len(ctx.running), ctx.max_sessions)
+            for running in list(ctx.running.values()):
+                if not await ctx.queue.touch(ctx.consumer, running.job):
+                    if ctx.running.get(running.job.id) is running:  # not merely finished
+                        running.lease_lost = True
         except RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
         await asyncio.sleep(ctx.settings.heartbeat_s)
@@ -362,26 +400,47 @@ async def next_job(ctx: WorkerContext) -> Job | None:
     return job or await ctx.queue.read(ctx.consumer, settings.block_ms)
 
 
+def max_sessions(settings: Settings, device: str) -> int:
+    """SDPO_WORKER_MAX_SESSIONS, else 8 on a GPU and 4 on the CPU."""
+    if settings.worker_max_sessions is not None:
+        return settings.worker_max_sessions
+    return 4 if device == "cpu" else 8
+
+
 async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Event) -> None:
-    """Run jobs until `stopping` is set; a session in progress is handed back at a phase end."""
+    """Run jobs, up to max_sessions at once, until `stopping` is set; the sessions in progress
+    are handed back at a phase end."""
     redis = connect(settings.redis_url)
     store = Store(redis, StoreConfig.from_settings(settings))
-    ctx = WorkerContext(settings, runtime, store, JobQueue(redis, settings.model_name), stopping)
+    queue = JobQueue(redis, settings.model_name)
+    slots = max_sessions(settings, runtime.engine.loaded.model.device.type)
+    ctx = WorkerContext(settings, runtime, store, queue, stopping, max_sessions=slots)
     await ctx.queue.ensure_group()
     beat = asyncio.create_task(heartbeat(ctx))
-    log.info("worker %s serving model %r", ctx.consumer, settings.model_name)
+    tasks: set[asyncio.Task] = set()
+    name = settings.model_name
+    log.info("worker %s serving model %r, %d sessions at once", ctx.consumer, name, slots)
     try:
         while not stopping.is_set():
+            if len(tasks) >= slots:  # full: wait for a session to end (or for a stop)
+                await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                if (job := await next_job(ctx)) is not None:
-                    await run_job(ctx, job)
-            except RedisError as exc:  # Redis restarting: our job stays pending, retry
+                job = await next_job(ctx)
+            except RedisError as exc:  # Redis restarting: our jobs stay pending, retry
                 log.warning("redis unavailable (%s); retrying", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), 1.0)
-            except Exception:  # a bookkeeping bug: the job stays pending, max_claims bounds it
-                log.exception("job failed outside its session; the worker carries on")
+                continue
+            if job is not None:
+                task = asyncio.create_task(run_job_logged(ctx, job))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        if tasks:  # each sees `stopping` at its next phase end and hands its session back
+            await asyncio.gather(*tasks)
     finally:
+        for task in tasks:
+            task.cancel()
         beat.cancel()
         with contextlib.suppress(RedisError, asyncio.CancelledError):
             await beat

@@ -5,12 +5,21 @@ One batch of failed attempts gives `num_iterations` AdamW steps on the student's
 per batch, before the first step: with an EMA rate of ~0.01 it barely moves within a batch,
 and it saves a forward pass per step.
 
-Memory stays bounded by the vocabulary of one chunk, not of the batch: the teacher is kept as
-final hidden states (N, H), and the loss runs the output layer over `chunk_tokens` tokens at a
-time under activation checkpointing, so the backward pass recomputes each chunk's logits
-instead of holding (N, V) tensors. Only what the loss needs ever exists at full vocabulary
-width, for one chunk: the student's and teacher's log-probs, from which the top-k ids and the
-tail bucket are read.
+Memory stays bounded twice over:
+
+* By the vocabulary of one chunk, not of the batch: the teacher is kept as final hidden states
+  (N, H), and the loss runs the output layer over `chunk_tokens` tokens at a time under
+  activation checkpointing, so the backward pass recomputes each chunk's logits instead of
+  holding (N, V) tensors. Only what the loss needs ever exists at full vocabulary width, for one
+  chunk: the student's and teacher's log-probs, from which the top-k ids and the tail bucket
+  are read.
+* By `tokens_per_pass` tokens of activations, not by the batch: the student's forward pass
+  keeps every layer's activations for the backward pass (about 2.3 MB per token for SmolLM2 in
+  float32, so 8 attempts of 256 tokens held 4.7 GB). The rows are split into groups of at most
+  `tokens_per_pass` tokens (padding included), and each group runs forward and backward on its
+  own, adding its share of the token-mean loss to the gradients. Every token's loss term
+  depends only on its own row, so the summed gradients are the whole batch's, up to float
+  summation order. The cost is the shared prompt head, run once per group.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from sdpo.params import SDPOParams
+from sdpo.settings import get_settings
 
 from .adapter import SessionAdapter
-from .scoring import attempt_hidden, output_logits
+from .scoring import attempt_hidden, common_prefix, output_logits
 from .sdpo_loss import DistillSettings, SampledTokens, token_terms
 
 # Logits per output-layer chunk: 16 MiB of float32 (27 tokens at a 150k vocabulary, 85 at 49k).
@@ -103,11 +113,20 @@ def _chunk_terms(
     return terms.weighted.sum(), terms.divergence.detach(), ratio
 
 
-def chunked_loss(
+@dataclass(frozen=True)
+class LossTerms:
+    """Per-token terms of some tokens: the sum of w*D (differentiable), D_t and r_t."""
+
+    weighted_sum: torch.Tensor
+    divergence: torch.Tensor  # (n,)
+    ratio: torch.Tensor  # (n,), NaN without importance sampling
+
+
+def chunked_terms(
     setup: LossSetup, student: torch.Tensor, teacher: torch.Tensor, sampled: SampledTokens
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The token-mean SDPO loss over (N, H) student and teacher hidden states, one output-layer
-    chunk at a time. Equal to `sdpo_loss.distillation_loss` on the full logits."""
+) -> LossTerms:
+    """The loss terms of (n, H) student and teacher hidden states, one output-layer chunk at a
+    time."""
     n, step = student.shape[0], setup.chunk_tokens
     terms = partial(_chunk_terms, setup)
     total = student.new_zeros((), dtype=torch.float32)
@@ -124,7 +143,20 @@ def chunked_loss(
         total = total + weighted
         divergences.append(divergence)
         ratios.append(ratio)
-    divergence, ratio = torch.cat(divergences), torch.cat(ratios)
+    return LossTerms(total, torch.cat(divergences), torch.cat(ratios))
+
+
+def chunked_loss(
+    setup: LossSetup, student: torch.Tensor, teacher: torch.Tensor, sampled: SampledTokens
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The token-mean SDPO loss over (N, H) student and teacher hidden states, one output-layer
+    chunk at a time. Equal to `sdpo_loss.distillation_loss` on the full logits."""
+    terms = chunked_terms(setup, student, teacher, sampled)
+    return terms.weighted_sum / max(student.shape[0], 1), loss_metrics(setup, terms)
+
+
+def loss_metrics(setup: LossSetup, terms: LossTerms) -> dict[str, float]:
+    divergence, ratio = terms.divergence, terms.ratio
     metrics = {"mean_divergence": float(divergence.mean())}
     if not bool(ratio.isnan().any()):
         clip = setup.settings.distillation_is_clip
@@ -133,7 +165,55 @@ def chunked_loss(
             "max_importance_ratio": float(ratio.max()),
             "clipped_fraction": float((ratio > clip).float().mean()),
         }
-    return total / max(n, 1), metrics
+    return metrics
+
+
+def row_groups(batch: DistillBatch, tokens_per_pass: int) -> list[range]:
+    """Consecutive rows whose padded student pass holds at most `tokens_per_pass` tokens (at
+    least one row each): rows x the widest row's context rest plus attempt."""
+    shared = common_prefix(batch.student_contexts)
+    widths = [
+        len(c) - shared + len(a)
+        for c, a in zip(batch.student_contexts, batch.attempts, strict=True)
+    ]
+    groups, start, widest = [], 0, 0
+    for i, width in enumerate(widths):
+        if i > start and (i - start + 1) * max(widest, width) > tokens_per_pass:
+            groups.append(range(start, i))
+            start, widest = i, 0
+        widest = max(widest, width)
+    groups.append(range(start, len(widths)))
+    return groups
+
+
+def _student_backward(
+    setup: LossSetup,
+    batch: DistillBatch,
+    teacher: torch.Tensor,
+    sampled: SampledTokens,
+    groups: list[range],
+) -> LossTerms:
+    """One forward and backward pass per row group; gradients add up to the whole batch's
+    token-mean loss. Returns the batch's terms (the weighted sum detached)."""
+    offsets = [0]
+    for attempt in batch.attempts:
+        offsets.append(offsets[-1] + len(attempt))
+    n = offsets[-1]
+    total, divergences, ratios = 0.0, [], []
+    for rows in groups:
+        tokens = slice(offsets[rows.start], offsets[rows.stop])
+        student = attempt_hidden(
+            setup.model,
+            batch.student_contexts[rows.start : rows.stop],
+            batch.attempts[rows.start : rows.stop],
+        ).hidden
+        part = SampledTokens(sampled.token_ids[tokens], sampled.sampler_logprobs[tokens])
+        terms = chunked_terms(setup, student, teacher[tokens], part)
+        (terms.weighted_sum / max(n, 1)).backward()
+        total += float(terms.weighted_sum.detach())
+        divergences.append(terms.divergence)
+        ratios.append(terms.ratio)
+    return LossTerms(torch.tensor(total), torch.cat(divergences), torch.cat(ratios))
 
 
 def distill(
@@ -143,18 +223,20 @@ def distill(
     teacher: torch.Tensor,
     params: SDPOParams,
 ) -> dict[str, float]:
-    """`num_iterations` optimizer steps towards the teacher; returns the step's metrics."""
+    """`num_iterations` optimizer steps towards the teacher; returns the step's metrics. The
+    student's passes hold at most SDPO_UPDATE_TOKENS_PER_PASS tokens each."""
     model = adapter.model
     sampled = batch.sampled(teacher.device)
     setup = LossSetup(
         model, distill_settings(params), params.temperature, chunk_size(model.config.vocab_size)
     )
+    groups = row_groups(batch, get_settings().update_tokens_per_pass)
+    n = max(sampled.token_ids.numel(), 1)
     losses, divergences, grad_norms = [], [], []
     for _ in range(params.num_iterations):
-        student = attempt_hidden(model, batch.student_contexts, batch.attempts).hidden
-        loss, metrics = chunked_loss(setup, student, teacher, sampled)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        terms = _student_backward(setup, batch, teacher, sampled, groups)
+        loss, metrics = terms.weighted_sum / n, loss_metrics(setup, terms)
         norm = torch.nn.utils.clip_grad_norm_(adapter.student_params(), params.max_grad_norm)
         optimizer.step()
         adapter.update_teacher(params.teacher_update_rate)
@@ -166,4 +248,5 @@ def distill(
         "mean_divergence": divergences[0],
         "final_divergence": divergences[-1],
         "grad_norm": max(grad_norms),
+        "update_passes": len(groups),
     }

@@ -33,7 +33,7 @@ from peft import LoraConfig, get_peft_model
 
 from sdpo.settings import Settings
 
-from .adapter import STUDENT, SessionAdapter
+from .adapter import SessionAdapter
 from .engine import EngineUnavailable
 from .generation import Sample, SamplingConfig
 from .model import LoadedModel
@@ -244,7 +244,7 @@ class VLLMEngine:
         """Serve the adapter's current student weights from the next batch on."""
         from vllm.lora.request import LoRARequest
 
-        rank = adapter.model.peft_config[STUDENT].r
+        rank = adapter.model.peft_config[adapter.student].r
         if rank > self.max_lora_rank:
             raise ValueError(
                 f"lora_rank {rank} exceeds this worker's vLLM limit of {self.max_lora_rank} "
@@ -254,8 +254,9 @@ class VLLMEngine:
         label = previous.label if previous else f"session{next(self._session_numbers)}"
         version = previous.version + 1 if previous else 1
         folder = self.adapter_root / label / f"v{version}"
-        adapter.model.save_pretrained(folder, selected_adapters=[STUDENT])
-        request = LoRARequest(f"{label}-v{version}", next(self._lora_ids), str(folder / STUDENT))
+        adapter.model.save_pretrained(folder, selected_adapters=[adapter.student])
+        path = str(folder / adapter.student)
+        request = LoRARequest(f"{label}-v{version}", next(self._lora_ids), path)
         with self._lock:
             self.llm.llm_engine.add_lora(request)
         self._versions[adapter] = _Version(label, version, request, folder)

@@ -8,7 +8,17 @@ import time
 from redis.asyncio import Redis
 
 from ..schemas import StepPublic
-from .keys import PHASE_BUCKETS_S, STATS_KEY, WORKER_FORGET_S, WORKERS_KEY, jobs_key, phase_field
+from .keys import (
+    PHASE_BUCKETS_S,
+    QUEUE_WAIT_BUCKETS_S,
+    STATS_KEY,
+    WORKER_FORGET_S,
+    WORKER_SLOTS_KEY,
+    WORKERS_KEY,
+    jobs_key,
+    phase_field,
+    queue_wait_field,
+)
 from .queue import pending_jobs
 from .records import Stats
 
@@ -30,18 +40,48 @@ class Health:
                 pipe.hincrby(STATS_KEY, phase_field(phase, "count"), 1)
             await pipe.execute()
 
-    async def heartbeat(self, consumer: str) -> None:
+    async def record_queue_wait(self, seconds: float) -> None:
+        """A session waited this long between its creation and its first claim."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in QUEUE_WAIT_BUCKETS_S:
+                if seconds <= bucket:
+                    pipe.hincrby(STATS_KEY, queue_wait_field(f"le:{bucket}"), 1)
+            pipe.hincrbyfloat(STATS_KEY, queue_wait_field("sum"), seconds)
+            pipe.hincrby(STATS_KEY, queue_wait_field("count"), 1)
+            await pipe.execute()
+
+    async def heartbeat(self, consumer: str, sessions: int = 0, max_sessions: int = 1) -> None:
+        """The worker is alive, running `sessions` of at most `max_sessions` at once."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(WORKERS_KEY, {consumer: now})
+            pipe.hset(WORKER_SLOTS_KEY, consumer, f"{sessions}/{max_sessions}")
+            pipe.zrangebyscore(WORKERS_KEY, 0, now - WORKER_FORGET_S)
             pipe.zremrangebyscore(WORKERS_KEY, 0, now - WORKER_FORGET_S)
-            await pipe.execute()
+            *_, forgotten, _ = await pipe.execute()
+        if forgotten:
+            await self.redis.hdel(WORKER_SLOTS_KEY, *forgotten)
 
     async def forget_worker(self, consumer: str) -> None:
-        await self.redis.zrem(WORKERS_KEY, consumer)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(WORKERS_KEY, consumer)
+            pipe.hdel(WORKER_SLOTS_KEY, consumer)
+            await pipe.execute()
 
     async def workers_alive(self, within_s: float) -> int:
         return await self.redis.zcount(WORKERS_KEY, time.time() - within_s, "+inf")
+
+    async def worker_slots(self, within_s: float) -> dict[str, tuple[int, int]]:
+        """Alive workers -> (sessions running, most sessions at once)."""
+        alive = await self.redis.zrangebyscore(WORKERS_KEY, time.time() - within_s, "+inf")
+        if not alive:
+            return {}
+        values = await self.redis.hmget(WORKER_SLOTS_KEY, alive)
+        slots = {}
+        for worker, value in zip(alive, values, strict=True):
+            running, _, most = (value or "0/0").partition("/")
+            slots[worker] = (int(running), int(most or 0))
+        return slots
 
     async def stats(self, models: tuple[str, ...], within_s: float) -> Stats:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -55,4 +95,5 @@ class Health:
             queue_depth=dict(zip(models, depths, strict=True)),
             queue_pending=pending,
             workers_alive=await self.workers_alive(within_s),
+            worker_slots=await self.worker_slots(within_s),
         )

@@ -9,11 +9,13 @@ from __future__ import annotations
 PREFIX = "sdpo"
 JOB_GROUP = "workers"
 WORKERS_KEY = f"{PREFIX}:workers"  # ZSET consumer -> unix time of its last heartbeat
+WORKER_SLOTS_KEY = f"{PREFIX}:worker-slots"  # HASH consumer -> "<sessions>/<max sessions>"
 STATS_KEY = f"{PREFIX}:stats"  # HASH of counters for /metrics
 COMPARE_MIN_TTL_S = 24 * 3600  # a comparison outlives its sessions' queueing by at least this
 WORKER_FORGET_S = 24 * 3600  # heartbeats older than this are dropped from WORKERS_KEY
 STREAM_LEASE_S = 30  # an event stream not renewed this long is gone (its gateway died)
 PHASE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+QUEUE_WAIT_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 def session_key(sid: str) -> str:
@@ -62,6 +64,10 @@ def jobs_key(model: str) -> str:
 
 def phase_field(phase: str, part: str) -> str:
     return f"phase:{phase}:{part}"  # in STATS_KEY: le:<bucket>, sum, count
+
+
+def queue_wait_field(part: str) -> str:
+    return f"queue_wait:{part}"  # in STATS_KEY: le:<bucket>, sum, count
 
 
 def recorded_phases(counters: dict[str, float]) -> list[str]:

@@ -247,3 +247,4 @@ class Stats:
     queue_depth: dict[str, int] = field(default_factory=dict)
     queue_pending: dict[str, int] = field(default_factory=dict)
     workers_alive: int = 0
+    worker_slots: dict[str, tuple[int, int]] = field(default_factory=dict)  # (running, most)

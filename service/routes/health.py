@@ -30,14 +30,23 @@ async def healthz() -> Health:
     summary="Readiness",
 )
 async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
-    """Ready when Redis answers and at least one worker sent a heartbeat recently."""
+    """Ready when Redis answers and at least one worker sent a heartbeat recently; says how
+    many sessions the workers run and how many more they could start."""
     try:
         await store.redis.ping()
-        workers = await store.workers_alive(settings.heartbeat_s * ALIVE_HEARTBEATS)
+        slots = await store.worker_slots(settings.heartbeat_s * ALIVE_HEARTBEATS)
         redis_ok = True
     except RedisError:
-        redis_ok, workers = False, 0
-    ready = Readiness(ready=redis_ok and workers > 0, redis=redis_ok, workers=workers)
+        redis_ok, slots = False, {}
+    running = sum(r for r, _ in slots.values())
+    free = sum(max(most - r, 0) for r, most in slots.values())
+    ready = Readiness(
+        ready=redis_ok and len(slots) > 0,
+        redis=redis_ok,
+        workers=len(slots),
+        sessions_running=running,
+        free_slots=free,
+    )
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 
 

@@ -5,6 +5,7 @@ import asyncio
 import inspect
 import json
 from dataclasses import asdict, replace
+from operator import itemgetter
 
 import pytest
 
@@ -218,6 +219,55 @@ def test_a_stopped_benchmark_reports_its_whole_problems(toy_runtime, tmp_path):
     log.write_text(lines[0] + "\n")
     with pytest.raises(ValueError, match="no problem has all its runs"):
         asyncio.run(run_discovery(replace(config, report_only=True), progress=print))
+
+
+def test_a_stopped_benchmark_resumes_with_only_its_missing_runs(toy_runtime, tmp_path):
+    _, _, config = _toy_benchmark(toy_runtime, tmp_path, 3)
+    config = replace(
+        config, strategies=("best_of_k",), seeds=2, params={"best_of_k": {"num_generations": 2}}
+    )
+    full = asyncio.run(run_discovery(config, progress=lambda line: None))
+    log = config.out / "runs.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])  # killed while writing run 5
+    said: list[str] = []
+    resumed = asyncio.run(run_discovery(replace(config, resume=True), progress=said.append))
+    assert said[0] == "resuming: 4 of 6 runs already logged"
+    assert len([line for line in said if " problem " in line]) == 2  # only the missing runs ran
+    key = itemgetter("strategy", "problem", "seed")
+    kept = {key(json.loads(line)): json.loads(line) for line in lines[:4]}
+    for run, want in zip(resumed["runs"], full["runs"], strict=True):
+        assert key(run) == key(want) and run["attempts_digest"] == want["attempts_digest"]
+        if key(run) in kept:
+            assert run == kept[key(run)]  # logged runs are kept as they were, not rerun
+    assert len(log.read_text().splitlines()) == 6
+    with pytest.raises(ValueError, match=r"other settings \(budget\)"):
+        asyncio.run(run_discovery(replace(config, resume=True, budget=3), progress=print))
+
+
+def test_sessions_run_at_once_give_exactly_the_sequential_runs(toy_runtime, tmp_path):
+    """--concurrency 4: all three strategies' sessions take turns on one model, and every run
+    samples exactly what it samples alone (same attempts digest, same first pass)."""
+    _, _, config = _toy_benchmark(toy_runtime, tmp_path, 2)
+    sampling = {"num_generations": 2}
+    config = replace(
+        config,
+        strategies=("sdpo", "best_of_k", "multi_turn"),
+        budget=6,
+        seeds=2,
+        params={"sdpo": {**sampling, "learning_rate": 0.05}, "best_of_k": sampling,
+                "multi_turn": sampling},
+    )  # fmt: skip
+    alone = asyncio.run(run_discovery(config, progress=lambda line: None))
+    config = replace(config, out=tmp_path / "together", concurrency=4)
+    together = asyncio.run(run_discovery(config, progress=lambda line: None))
+    assert (together["jobs"], together["concurrency"]) == (1, 4)
+    same = itemgetter("strategy", "problem", "seed", "first_success", "attempts_digest")
+    assert [same(r) for r in together["runs"]] == [same(r) for r in alone["runs"]]
+    assert any("wait" in r["phase_s"] for r in together["runs"])  # they did take turns
+    assert not any("wait" in r["phase_s"] for r in alone["runs"])
+    with pytest.raises(ValueError, match="leave --jobs at 1"):
+        asyncio.run(run_discovery(replace(config, jobs=2), progress=print))
 
 
 def _toy_benchmark(toy_runtime, tmp_path, count: int, **rule_fields):

@@ -91,8 +91,35 @@ def test_health_needs_no_key_and_ready_needs_a_worker(gateway, redis_url):
         "ready": False,
         "redis": True,
         "workers": 0,
+        "sessions_running": 0,
+        "free_slots": 0,
     }
     assert "sdpo_queue_depth" in httpx.get(f"{gateway}/metrics").text
+
+
+async def test_ready_and_metrics_count_each_workers_sessions_and_free_slots(gateway, store):
+    """Workers say in their heartbeat how many sessions they run of how many they may."""
+    await store.heartbeat("w1", 3, 8)
+    await store.heartbeat("w2", 4, 4)
+    await store.record_queue_wait(0.3)
+    await store.record_queue_wait(20.0)
+    ready = httpx.get(f"{gateway}/readyz")
+    assert ready.status_code == 200 and ready.json() == {
+        "ready": True,
+        "redis": True,
+        "workers": 2,
+        "sessions_running": 7,
+        "free_slots": 5,
+    }
+    metrics = httpx.get(f"{gateway}/metrics").text
+    assert 'sdpo_worker_sessions{worker="w1"} 3.0' in metrics
+    assert 'sdpo_worker_free_slots{worker="w1"} 5.0' in metrics
+    assert 'sdpo_worker_free_slots{worker="w2"} 0.0' in metrics
+    assert 'sdpo_queue_wait_seconds_bucket{le="0.5"} 1.0' in metrics
+    assert 'sdpo_queue_wait_seconds_bucket{le="30.0"} 2.0' in metrics
+    assert "sdpo_queue_wait_seconds_count 2.0" in metrics
+    await store.forget_worker("w1")
+    assert httpx.get(f"{gateway}/readyz").json()["free_slots"] == 0
 
 
 def test_a_session_is_created_read_listed_and_paged(alice):

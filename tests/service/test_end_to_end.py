@@ -29,6 +29,7 @@ def cluster(tmp_path_factory, tiny_model_dir):
         server.url,
         SDPO_MODEL=str(tiny_model_dir),
         SDPO_CHECKPOINT_DIR=str(folder / "checkpoints"),
+        SDPO_WORKER_MAX_SESSIONS="8",
         **WORKER_ENV,
     )
     cluster = Cluster(server.url, env, log_dir=folder)
@@ -222,3 +223,40 @@ def test_a_killed_worker_loses_no_attempt(cluster, client):
     assert [s.attempts for s in final.steps] == [2] * 19 + [1]
     expected = [a.text for a in client.attempts(reference, limit=500).items]
     assert [a.text for a in attempts.items] == expected
+
+
+def test_a_killed_worker_with_eight_sessions_has_all_eight_resumed(cluster, client):
+    """One worker runs 8 sessions of all three strategies at once (it is the only worker, so it
+    claims them all). SIGKILL it: a new worker reclaims every session, and each ends with
+    exactly the attempts that an uninterrupted run of it samples."""
+    gateway = cluster[0]
+    for worker in gateway.workers:  # the others stop cleanly: they run nothing now
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(20)
+    runner = gateway.start_worker()
+    strategies = ["sdpo", "best_of_k", "multi_turn"]
+    params = {"num_generations": 2, "max_completion_length": 8}
+    bodies = [
+        problem(budget={"max_attempts": 40}, strategy=strategies[i % 3], seed=100 + i,
+                params=params if i % 3 else {**params, "learning_rate": 0.05})
+        for i in range(8)
+    ]  # fmt: skip
+    sids = [client.create_problem(body).id for body in bodies]
+    for sid in sids:
+        _steps_at_least(client, sid, 1, timeout_s=90)
+    with redis.Redis.from_url(gateway.redis_url, decode_responses=True) as r:
+        holders = {r.hget(session_key(sid), "worker") for sid in sids}
+    assert len(holders) == 1 and holders.pop().endswith(f"-{runner.pid}")
+    assert all(client.get_problem(sid).status == "running" for sid in sids)
+    runner.kill()
+    runner.wait()
+    gateway.start_worker()
+    references = [client.create_problem(body).id for body in bodies]
+    for sid, reference, body in zip(sids, references, bodies, strict=True):
+        final = _finished(client, sid, timeout_s=180)
+        assert (final.status, final.resumed) == ("exhausted", 1), body["strategy"]
+        _, attempts = _assert_exact(client, sid, 40)
+        _finished(client, reference, timeout_s=180)
+        expected = [a.text for a in client.attempts(reference, limit=500).items]
+        assert [a.text for a in attempts.items] == expected, body["strategy"]

@@ -9,7 +9,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from sdpo.schemas import AttemptPublic, Budget, ProblemCreate
+from sdpo.schemas import TERMINAL, AttemptPublic, Budget, ProblemCreate
 from sdpo.settings import Settings
 from sdpo.store import (
     Claim,
@@ -20,7 +20,7 @@ from sdpo.store import (
     attempts_key,
     session_key,
 )
-from worker.service_worker import SessionRun, WorkerContext, run_job
+from worker.service_worker import Running, SessionRun, WorkerContext, run_job, serve_jobs
 
 NEVER_PASSES = "def check(output):\n    return False\n"
 PROBLEM = ProblemCreate(
@@ -67,7 +67,7 @@ async def test_a_worker_that_lost_its_lease_acknowledges_nothing(make_ctx, redis
     holder = await new.store.claim(sid, job.id, "new")
     assert isinstance(holder, Claim)
     stale.state.started_at = time.time() - 10
-    await SessionRun(old, job, stale).run()
+    await SessionRun(old, Running(job), stale).run()
     state = await new.store.get(sid)
     assert (state.status, state.lease) == ("running", holder.state.lease)
     assert await new.queue.pending() == 1  # the new holder's job is still there
@@ -122,7 +122,7 @@ async def test_a_resume_without_a_checkpoint_says_so(make_ctx, redis):
     sid = await _queued(ctx)
     job = await ctx.queue.read("elsewhere", 100)
     claim = await ctx.store.claim(sid, job.id, "elsewhere")
-    run = SessionRun(ctx, job, claim)
+    run = SessionRun(ctx, Running(job), claim)
     run.strategy = run._build()
     await run._restore()
     await run._commit(await run.strategy.step(4, None))
@@ -156,3 +156,73 @@ async def test_the_attempt_log_of_a_session_is_bounded_in_bytes(make_ctx, redis)
     assert kept and elided and kept[-1].index < elided[0].index
     assert all(a.text == "" and a.code is None and a.verdict for a in elided)
     assert (await ctx.store.get(sid)).status == "exhausted"
+
+
+BROKEN_CHECKER = "def check(output):\n    raise RuntimeError('the checker is broken')\n"
+
+
+async def _serve_until_done(redis, runtime, folder, slots: int, sids: list[str]):
+    """One in-process worker (named after its checkpoint folder) running up to `slots`
+    sessions at once until `sids` have ended."""
+    settings = Settings(
+        redis_url=redis_url_of(redis),
+        checkpoint_dir=folder,
+        worker_name=folder.name,
+        worker_max_sessions=slots,
+        block_ms=50,
+        heartbeat_s=0.2,
+    )
+    store = Store(redis, StoreConfig.from_settings(settings))
+    stopping = asyncio.Event()
+    worker = asyncio.create_task(serve_jobs(settings, runtime, stopping))
+    try:
+        for _ in range(1200):
+            states = await store.sessions(sids)
+            if all(s is not None and s.status in TERMINAL for s in states):
+                return states
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"sessions not finished: {[s.status for s in states]}")
+    finally:
+        stopping.set()
+        await worker
+
+
+def redis_url_of(redis: Redis) -> str:
+    kwargs = redis.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+async def test_eight_sessions_at_once_end_exactly_as_they_do_alone(redis, runtime, tmp_path):
+    """8 sessions of all three strategies, plus one whose verifier is broken, on one worker:
+    together, each samples exactly the attempts it samples alone; the broken one fails with its
+    message and disturbs nobody; and the sessions did take turns (their steps waited)."""
+    strategies = ["sdpo", "best_of_k", "multi_turn"]
+    base = PROBLEM.model_dump()
+    sdpo_params = {**base["params"], "learning_rate": 0.05}  # updates that move the samples
+    bodies = [
+        ProblemCreate(**{**base, "strategy": strategies[i % 3], "seed": 10 + i,
+                         "budget": {"max_attempts": 6},
+                         "params": sdpo_params if i % 3 == 0 else base["params"]})
+        for i in range(8)
+    ]  # fmt: skip
+    verifier = {"type": "checker", "mode": "answer", "code": BROKEN_CHECKER}
+    broken = ProblemCreate(**{**base, "verifier": verifier})
+    store = Store(redis, StoreConfig.from_settings(Settings()))
+    await JobQueue(redis).ensure_group()
+
+    async def run(name: str, slots: int) -> tuple[list, list[list[str]], list]:
+        created = await store.create(CreateRequest("alice", [*bodies, broken]))
+        states = await _serve_until_done(redis, runtime, tmp_path / name, slots, created.ids)
+        texts = [[a.text for a in (await store.attempts(sid, 0, 100))[0]] for sid in created.ids]
+        steps = [(await store.snapshot(sid))[1] for sid in created.ids]
+        return states, texts, steps
+
+    alone_states, alone_texts, _ = await run("alone", 1)
+    together_states, together_texts, together_steps = await run("together", 8)
+    assert [s.status for s in together_states] == [*(["exhausted"] * 8), "failed"]
+    assert "the checker is broken" in together_states[-1].error
+    assert [s.status for s in alone_states] == [s.status for s in together_states]
+    assert together_texts == alone_texts and all(len(t) == 6 for t in together_texts[:8])
+    spans = [(s.started_at, s.finished_at) for s in together_states[:8]]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all ran at once
+    assert any("wait" in step.phase_s for steps in together_steps for step in steps)

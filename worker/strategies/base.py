@@ -6,7 +6,6 @@ the adapter they sample with, and what they learn from a failed batch (`_learn`)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ from sandbox import Sandbox, Spec
 from sdpo.params import SamplingParams
 
 from ..adapter import SessionAdapter
+from ..compute import ComputeTurns
 from ..engine import Engine
 from ..generation import SamplingConfig
 from ..judging import Judge
@@ -47,12 +47,14 @@ class Problem:
 
 @dataclass
 class Runtime:
-    """What a worker shares between sessions: the engine (and its model), the sandbox, and
-    the operator's parameter defaults (SDPO_PARAMS), which override the model profile's."""
+    """What a worker shares between sessions: the engine (and its model), the sandbox, the
+    operator's parameter defaults (SDPO_PARAMS), which override the model profile's, and the
+    sessions' turns on the model (`compute`: all model work goes through it)."""
 
     engine: Engine
     sandbox: Sandbox
     param_overrides: dict[str, Any] = field(default_factory=dict)
+    compute: ComputeTurns = field(default_factory=ComputeTurns)
 
 
 class Strategy:
@@ -66,6 +68,7 @@ class Strategy:
         self.problem = problem
         self.params = params
         self.engine = runtime.engine
+        self.compute = runtime.compute
         self.loaded = runtime.engine.loaded
         self.judge = Judge(runtime.sandbox, problem.verifier)
         self.generator = torch.Generator().manual_seed(seed)
@@ -86,8 +89,9 @@ class Strategy:
         before the update (the judged batch is kept, the update skipped)."""
         record = StepRecord(step=self.step_index, attempts=[])
         n = min(self.params.num_generations, max_attempts)
-        with timed(record.phase_s, "generate"):
-            record.attempts = await asyncio.to_thread(self._attempt, n)
+        record.attempts = await self.compute.run(
+            self._attempt, n, phases=record.phase_s, phase="generate"
+        )
         if should_stop is not None and await should_stop():
             self.attempts_used -= n  # never judged, so never counted
             raise StepInterrupted
@@ -151,4 +155,5 @@ class Strategy:
         self.generator.set_state(state["rng"])
 
     def close(self) -> None:
-        """Release per-session resources (the SDPO adapter)."""
+        """Release per-session resources (the SDPO adapter). It touches the model: in a
+        worker with other sessions, call it through `compute.run`."""

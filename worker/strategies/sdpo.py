@@ -7,7 +7,6 @@ into the student LoRA, and the next batch is sampled from the updated student.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from sdpo.params import SDPOParams
@@ -36,16 +35,18 @@ class SDPO(Strategy):
         return self.adapter
 
     async def _learn(self, record: StepRecord) -> None:
-        with timed(record.phase_s, "teacher"):
+        phases = record.phase_s
+        with timed(phases, "teacher"):
             batch = self._distill_batch(record.attempts)
-            teacher = await asyncio.to_thread(teacher_hidden, self.adapter, batch)
-        with timed(record.phase_s, "train"):
-            metrics = await asyncio.to_thread(
-                distill, self.adapter, self.optimizer, batch, teacher, self.params
-            )
-            record.metrics.update(metrics, feedback_truncated=batch.feedback_truncated)
-        with timed(record.phase_s, "sync"):
-            self.engine.sync_adapter(self.adapter)
+        teacher = await self.compute.run(
+            teacher_hidden, self.adapter, batch, phases=phases, phase="teacher"
+        )
+        metrics = await self.compute.run(
+            distill, self.adapter, self.optimizer, batch, teacher, self.params,
+            phases=phases, phase="train",
+        )  # fmt: skip
+        record.metrics.update(metrics, feedback_truncated=batch.feedback_truncated)
+        await self.compute.run(self.engine.sync_adapter, self.adapter, phases=phases, phase="sync")
 
     def _teacher_limit(self) -> int:
         """Most tokens a teacher prompt may have: max_reprompt_len, and room in the model's

@@ -6,7 +6,7 @@ import { lineChart, stackedBars } from "../charts.js";
 import { compareRoute, el, fixed, link, replace, statusBadge } from "../dom.js";
 import { highlighted } from "../highlight.js";
 
-const PHASES = ["generate", "judge", "teacher", "train", "sync"];
+const PHASES = ["generate", "judge", "teacher", "train", "sync", "wait"];  // wait: for a turn on the model
 const TERMINAL = ["solved", "exhausted", "failed", "cancelled"];
 const ATTEMPT_PAGE = 500;
 

@@ -1,0 +1,108 @@
+"""One worker process, many SDPO sessions: throughput by the number of sessions run at once.
+
+    .venv/bin/python bench/worker_throughput.py                          # 32 sessions, budget 64
+    .venv/bin/python bench/worker_throughput.py --sessions 8 --budget 16 --levels 1 4
+
+The sessions are the toy hard set's first problems, one seed each, and every level runs the same
+ones through the worker's own turn-taking on one model (worker/compute.py, via the discovery
+benchmark's runner): concurrency 1 is today's one-session-at-a-time worker. The levels run one
+after the other in this one process (one torch thread, as a worker on a shared CPU would), so
+machine noise hits them alike. For each level it prints sessions per minute, attempts per
+second and the ratio to concurrency 1; the phase seconds per attempt; and the SDPO update
+(teacher + train + sync) against generation. It also checks that every level found the same
+first passes as concurrency 1 (the runs' attempt digests are equal), so the speed is not bought
+with other results.
+
+Writes bench/results/worker_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("generate", "judge", "teacher", "train", "sync", "wait")
+
+
+async def run_level(runtime, source, config, keys: list, concurrency: int) -> dict:
+    from discovery.run import run_one
+
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(key):
+        async with slots:
+            return await run_one(runtime, source, key, config)
+
+    started = time.perf_counter()
+    runs = await asyncio.gather(*(one(key) for key in keys))
+    wall = time.perf_counter() - started
+    attempts = sum(r.attempts_used for r in runs)
+    phases = {p: sum(r.phase_s.get(p, 0.0) for r in runs) for p in PHASES}
+    update = phases["teacher"] + phases["train"] + phases["sync"]
+    return {
+        "concurrency": concurrency,
+        "wall_s": round(wall, 2),
+        "sessions_per_min": round(len(runs) / wall * 60, 2),
+        "attempts_per_s": round(attempts / wall, 3),
+        "attempts": attempts,
+        "solved": sum(r.first_success is not None for r in runs),
+        "phase_s_per_attempt": {p: round(v / attempts, 4) for p, v in phases.items()},
+        "update_over_generate": round(update / phases["generate"], 3),
+        "digests": [r.attempts_digest for r in runs],
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    import torch
+
+    from discovery.problems import load_source
+    from discovery.run import DiscoveryConfig, load_checked_hard_set
+    from worker.runtime import build_runtime
+
+    torch.set_num_threads(args.threads)
+    source = load_source("toy")
+    config = DiscoveryConfig(out=Path("unused"), budget=args.budget, model="toy")
+    hard = load_checked_hard_set(config, source)
+    problems = [p["index"] for p in hard["problems"]][: args.sessions]
+    if len(problems) < args.sessions:
+        raise SystemExit(f"--sessions {args.sessions}: the toy hard set has {len(problems)}")
+    keys = [("sdpo", index, seed) for seed, index in enumerate(problems)]
+    runtime = build_runtime("hf", "toy")
+    levels = [await run_level(runtime, source, config, keys, c) for c in args.levels]
+    first, first_digests = levels[0], levels[0]["digests"]
+    for level in levels:
+        level["speedup"] = round(level["attempts_per_s"] / first["attempts_per_s"], 2)
+        level["same_attempts_as_first_level"] = level.pop("digests") == first_digests
+    return {"sessions": args.sessions, "budget": args.budget, "threads": args.threads,
+            "levels": levels}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=32)
+    parser.add_argument("--budget", type=int, default=64)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/worker_throughput.json")
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"{report['sessions']} SDPO sessions (toy hard set), budget {report['budget']}, "
+          f"{report['threads']} torch thread(s), one process")  # fmt: skip
+    print(f"{'at once':>8}{'wall s':>9}{'sess/min':>10}{'att/s':>8}{'x c=1':>7}{'solved':>8}"
+          f"{'update/gen':>11}  same attempts  phase s per attempt")  # fmt: skip
+    for lv in report["levels"]:
+        phases = " ".join(f"{p} {v:.3f}" for p, v in lv["phase_s_per_attempt"].items())
+        print(f"{lv['concurrency']:>8}{lv['wall_s']:>9.1f}{lv['sessions_per_min']:>10.1f}"
+              f"{lv['attempts_per_s']:>8.2f}{lv['speedup']:>7.2f}{lv['solved']:>8}"
+              f"{lv['update_over_generate']:>11.2f}  {lv['same_attempts_as_first_level']!s:>13}"
+              f"  {phases}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Turns on the model: the sessions of one worker compute one at a time, in arrival order.
+
+A worker runs several sessions concurrently, and they share one model: the generation twin,
+the base model and the adapter host (worker/adapter.py) whose active adapter is process-wide
+state. So every piece of work that touches the model, from sampling and scoring to training,
+syncing an adapter and adding or removing one, runs through `ComputeTurns.run`:
+
+* in a thread, so that the event loop keeps heartbeating, committing and judging meanwhile
+  (session A's batch is judged in the sandbox while session B generates);
+* under a FIFO asyncio lock, so that no session waits more than one turn behind another;
+* and under a thread lock, so that a turn whose awaiting coroutine was cancelled still ends
+  before the next one starts (the thread cannot be stopped, only waited for).
+
+Time spent waiting for a turn is recorded as the step's `wait` phase, apart from the phase
+that then runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MIN_WAIT_S = 0.001  # shorter waits are not recorded: a solo session's steps keep their phases
+
+
+class ComputeTurns:
+    """Exclusive, first-come-first-served use of one worker's model."""
+
+    def __init__(self) -> None:
+        self._exclusive = threading.Lock()
+        # asyncio locks belong to one event loop; the benchmark runs one loop per run
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.waiting = 0  # coroutines waiting for a turn now (the worker's queue depth)
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if loop not in self._turns:
+            self._turns[loop] = asyncio.Lock()
+        return self._turns[loop]
+
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        phases: dict[str, float] | None = None,
+        phase: str | None = None,
+    ) -> T:
+        """fn(*args) in a thread, in this caller's turn. With `phases`, the seconds waited go
+        to phases["wait"] and the seconds run to phases[phase]."""
+        lock, asked = self._lock(), time.perf_counter()
+        self.waiting += 1
+        try:
+            await lock.acquire()
+        finally:
+            self.waiting -= 1
+        started = time.perf_counter()
+        try:
+            if phases is not None and started - asked >= MIN_WAIT_S:
+                phases["wait"] = phases.get("wait", 0.0) + started - asked
+            return await asyncio.to_thread(self._exclusive_call, fn, *args)
+        finally:
+            lock.release()
+            if phases is not None and phase is not None:
+                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - started
+
+    def _exclusive_call(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._exclusive:
+            return fn(*args)
