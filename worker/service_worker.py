@@ -359,10 +359,11 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
             await drop_job(ctx, job, job.session_id)
         return
     log.info("session %s %s", job.session_id, "resumed" if claim.resumed else "started")
-    if not claim.resumed:
-        await ctx.store.record_queue_wait(claim.state.started_at - claim.state.created_at)
-    running = ctx.running[job.id] = Running(job)
+    running = ctx.running[job.id] = Running(job)  # heartbeated from now on
     try:
+        if not claim.resumed:
+            with contextlib.suppress(RedisError):  # a statistic: never worth the session
+                await ctx.store.record_queue_wait(claim.state.started_at - claim.state.created_at)
         await SessionRun(ctx, running, claim).run()
     except LeaseLost as lost:
         log.warning("lease lost, session left to its new worker: %s", lost)
