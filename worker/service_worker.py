@@ -91,6 +91,12 @@ class WorkerContext:
     stopping: asyncio.Event
     max_sessions: int = 1
     running: dict[str, Running] = field(default_factory=dict)  # by job id
+    # Set while the worker reads no new jobs. A session handed back at shutdown is requeued
+    # only then, or this worker would read its own requeued job and claim it once more.
+    not_reading: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.not_reading.set()
 
     @property
     def consumer(self) -> str:
@@ -309,6 +315,7 @@ class SessionRun:
         store, queue = self.ctx.store, self.ctx.queue
         forget(self.ctx, self.running)
         if outcome == "shutdown":  # hand the session to the next worker, checkpoint kept
+            await self.ctx.not_reading.wait()
             if await store.requeue(self.sid, self.lease, self.job, queue.key):
                 log.info("session %s released at shutdown", self.sid)
             else:
@@ -419,6 +426,7 @@ async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Eve
     await ctx.queue.ensure_group()
     beat = asyncio.create_task(heartbeat(ctx))
     tasks: set[asyncio.Task] = set()
+    ctx.not_reading.clear()
     name = settings.model_name
     log.info("worker %s serving model %r, %d sessions at once", ctx.consumer, name, slots)
     try:
@@ -437,9 +445,11 @@ async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Eve
                 task = asyncio.create_task(run_job_logged(ctx, job))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+        ctx.not_reading.set()
         if tasks:  # each sees `stopping` at its next phase end and hands its session back
             await asyncio.gather(*tasks)
     finally:
+        ctx.not_reading.set()
         for task in tasks:
             task.cancel()
         beat.cancel()
