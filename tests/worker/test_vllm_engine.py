@@ -116,7 +116,7 @@ def _perturbed_adapter(loaded, seed=1, rank=16):
     adapter = SessionAdapter(loaded.model, SDPOParams(lora_rank=rank), seed=seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in adapter._named("student"):
+        for name, p in adapter._named(adapter.student):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
     return adapter
