@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,17 +30,16 @@ PHASES = ("generate", "judge", "teacher", "train", "sync", "wait")
 
 
 async def run_level(runtime, source, config, keys: list, concurrency: int) -> dict:
-    from discovery.run import run_one
+    from discovery.run import run_concurrently
 
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(key):
-        async with slots:
-            return await run_one(runtime, source, key, config)
-
+    by_key = {}
     started = time.perf_counter()
-    runs = await asyncio.gather(*(one(key) for key in keys))
+    await run_concurrently(
+        runtime, source, replace(config, concurrency=concurrency), keys,
+        lambda run: by_key.__setitem__((run.strategy, run.problem, run.seed), run),
+    )  # fmt: skip
     wall = time.perf_counter() - started
+    runs = [by_key[key] for key in keys]  # in plan order, so that digests compare
     attempts = sum(r.attempts_used for r in runs)
     phases = {p: sum(r.phase_s.get(p, 0.0) for r in runs) for p in PHASES}
     update = phases["teacher"] + phases["train"] + phases["sync"]

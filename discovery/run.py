@@ -226,13 +226,13 @@ async def _run_all(
         jobs = resolved_jobs(config)
         if jobs == 1:
             runtime = build_runtime(config.engine, config.model)
-            await _run_concurrently(runtime, source, config, plan, done)
+            await run_concurrently(runtime, source, config, plan, done)
         else:
             await _run_parallel(config, plan, jobs, done)
     return runs
 
 
-async def _run_concurrently(
+async def run_concurrently(
     runtime: Runtime,
     source: ProblemSource,
     config: DiscoveryConfig,

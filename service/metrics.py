@@ -55,9 +55,9 @@ class _StatsCollector:
         free = GaugeMetricFamily(
             "sdpo_worker_free_slots", "Sessions a worker could start now.", labels=["worker"]
         )
-        for worker, (running, most) in sorted(self.stats.worker_slots.items()):
-            sessions.add_metric([worker], running)
-            free.add_metric([worker], max(most - running, 0))
+        for worker, slots in sorted(self.stats.worker_slots.items()):
+            sessions.add_metric([worker], slots.running)
+            free.add_metric([worker], slots.free)
         yield sessions
         yield free
 

@@ -176,10 +176,9 @@ class SessionAdapter:
 
     def _by_checkpoint_name(self) -> dict[str, torch.nn.Parameter]:
         """The session's LoRA weights under names that do not depend on this host."""
-        renames = {self.student: STUDENT, self.teacher_name: TEACHER}
         return {
-            n.replace(f".{adapter}.", f".{renames[adapter]}."): p
-            for adapter in (self.student, self.teacher_name)
+            n.replace(f".{adapter}.", f".{stored}."): p
+            for adapter, stored in ((self.student, STUDENT), (self.teacher_name, TEACHER))
             for n, p in self._named(adapter)
         }
 

@@ -22,7 +22,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any, TypeVar
+
+from .timing import timed
 
 T = TypeVar("T")
 
@@ -38,7 +41,6 @@ class ComputeTurns:
         self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self.waiting = 0  # coroutines waiting for a turn now (the worker's queue depth)
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -55,21 +57,13 @@ class ComputeTurns:
     ) -> T:
         """fn(*args) in a thread, in this caller's turn. With `phases`, the seconds waited go
         to phases["wait"] and the seconds run to phases[phase]."""
-        lock, asked = self._lock(), time.perf_counter()
-        self.waiting += 1
-        try:
-            await lock.acquire()
-        finally:
-            self.waiting -= 1
-        started = time.perf_counter()
-        try:
-            if phases is not None and started - asked >= MIN_WAIT_S:
-                phases["wait"] = phases.get("wait", 0.0) + started - asked
-            return await asyncio.to_thread(self._exclusive_call, fn, *args)
-        finally:
-            lock.release()
-            if phases is not None and phase is not None:
-                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - started
+        asked = time.perf_counter()
+        async with self._lock():
+            waited = time.perf_counter() - asked
+            if phases is not None and waited >= MIN_WAIT_S:
+                phases["wait"] = phases.get("wait", 0.0) + waited
+            with timed(phases, phase) if phases is not None and phase else nullcontext():
+                return await asyncio.to_thread(self._exclusive_call, fn, *args)
 
     def _exclusive_call(self, fn: Callable[..., T], *args: Any) -> T:
         with self._exclusive:

@@ -61,6 +61,7 @@ from .records import (
     Stats,
     StepCommit,
     StoreConfig,
+    WorkerSlots,
 )
 from .sessions import Store
 
@@ -89,6 +90,7 @@ __all__ = [
     "ReplayExpired",
     "SessionState",
     "Stats",
+    "WorkerSlots",
     "StepCommit",
     "Store",
     "StoreConfig",

@@ -20,7 +20,7 @@ from .keys import (
     queue_wait_field,
 )
 from .queue import pending_jobs
-from .records import Stats
+from .records import Stats, WorkerSlots
 
 
 class Health:
@@ -68,11 +68,8 @@ class Health:
             pipe.hdel(WORKER_SLOTS_KEY, consumer)
             await pipe.execute()
 
-    async def workers_alive(self, within_s: float) -> int:
-        return await self.redis.zcount(WORKERS_KEY, time.time() - within_s, "+inf")
-
-    async def worker_slots(self, within_s: float) -> dict[str, tuple[int, int]]:
-        """Alive workers -> (sessions running, most sessions at once)."""
+    async def worker_slots(self, within_s: float) -> dict[str, WorkerSlots]:
+        """The workers with a heartbeat within `within_s`, and their sessions and slots."""
         alive = await self.redis.zrangebyscore(WORKERS_KEY, time.time() - within_s, "+inf")
         if not alive:
             return {}
@@ -80,7 +77,7 @@ class Health:
         slots = {}
         for worker, value in zip(alive, values, strict=True):
             running, _, most = (value or "0/0").partition("/")
-            slots[worker] = (int(running), int(most or 0))
+            slots[worker] = WorkerSlots(int(running), int(most or 0))
         return slots
 
     async def stats(self, models: tuple[str, ...], within_s: float) -> Stats:
@@ -94,6 +91,5 @@ class Health:
             counters={k: float(v) for k, v in counters.items()},
             queue_depth=dict(zip(models, depths, strict=True)),
             queue_pending=pending,
-            workers_alive=await self.workers_alive(within_s),
             worker_slots=await self.worker_slots(within_s),
         )

@@ -242,9 +242,24 @@ class CompareRecord:
 
 
 @dataclass(frozen=True)
+class WorkerSlots:
+    """What a worker's last heartbeat said: sessions running, of at most `most` at once."""
+
+    running: int
+    most: int
+
+    @property
+    def free(self) -> int:
+        return max(self.most - self.running, 0)
+
+
+@dataclass(frozen=True)
 class Stats:
     counters: dict[str, float] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
     queue_pending: dict[str, int] = field(default_factory=dict)
-    workers_alive: int = 0
-    worker_slots: dict[str, tuple[int, int]] = field(default_factory=dict)  # (running, most)
+    worker_slots: dict[str, WorkerSlots] = field(default_factory=dict)  # alive workers only
+
+    @property
+    def workers_alive(self) -> int:
+        return len(self.worker_slots)

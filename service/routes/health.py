@@ -38,14 +38,12 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         redis_ok = True
     except RedisError:
         redis_ok, slots = False, {}
-    running = sum(r for r, _ in slots.values())
-    free = sum(max(most - r, 0) for r, most in slots.values())
     ready = Readiness(
         ready=redis_ok and len(slots) > 0,
         redis=redis_ok,
         workers=len(slots),
-        sessions_running=running,
-        free_slots=free,
+        sessions_running=sum(s.running for s in slots.values()),
+        free_slots=sum(s.free for s in slots.values()),
     )
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 
