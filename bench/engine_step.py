@@ -110,7 +110,7 @@ def _timed(call) -> tuple[float, int]:
 
 def concurrency(engine, hf: HFEngine, counts: list[int], generations: int, repeats: int) -> dict:
     """Seconds for k sessions' batches: one call each vs one call for all."""
-    from worker.vllm_engine import BatchRequest
+    from worker.engine import BatchRequest
 
     adapters = session_adapters(max(counts))
     for adapter in adapters:

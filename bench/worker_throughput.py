@@ -4,14 +4,17 @@
     .venv/bin/python bench/worker_throughput.py --sessions 8 --budget 16 --levels 1 4
 
 The sessions are the toy hard set's first problems, one seed each, and every level runs the same
-ones through the worker's own turn-taking on one model (worker/compute.py, via the discovery
-benchmark's runner): concurrency 1 is today's one-session-at-a-time worker. The levels run one
-after the other in this one process (one torch thread, as a worker on a shared CPU would), so
-machine noise hits them alike. For each level it prints sessions per minute, attempts per
-second and the ratio to concurrency 1; the phase seconds per attempt; and the SDPO update
-(teacher + train + sync) against generation. It also checks that every level found the same
-first passes as concurrency 1 (the runs' attempt digests are equal), so the speed is not bought
-with other results.
+ones through the worker's own scheduling on one model (worker/compute.py and
+worker/batching.py, via the discovery benchmark's runner): concurrency 1 is a worker that runs
+one session at a time. At higher levels the sessions ready to sample share each forward pass
+(one engine call per tick). The levels run one after the other in this one process (one torch
+thread, as a worker on a shared CPU would), so machine noise hits them alike. For each level it
+prints sessions per minute, attempts per second and the ratio to concurrency 1; sessions per
+generation tick; the phase seconds per attempt (generate: the model's time in ticks, not the
+sum of every session's share); and the SDPO update (teacher + train + sync) against
+generation. It also counts the runs whose attempts are exactly those of concurrency 1 (equal
+attempt digests; co-batched rows may differ in float rounding, which can flip a sampled token)
+and the runs solved, so the speed is not bought with other results.
 
 Writes bench/results/worker_throughput.json.
 """
@@ -33,6 +36,8 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
     from discovery.run import run_concurrently
 
     by_key = {}
+    log = runtime.generations.log
+    ticks, generating = len(log.sizes), log.seconds
     started = time.perf_counter()
     await run_concurrently(
         runtime, source, replace(config, concurrency=concurrency), keys,
@@ -42,6 +47,9 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
     runs = [by_key[key] for key in keys]  # in plan order, so that digests compare
     attempts = sum(r.attempts_used for r in runs)
     phases = {p: sum(r.phase_s.get(p, 0.0) for r in runs) for p in PHASES}
+    # a shared tick is in every one of its sessions' generate phases: count the model's time
+    phases["generate"] = log.seconds - generating
+    sizes = log.sizes[ticks:]
     update = phases["teacher"] + phases["train"] + phases["sync"]
     return {
         "concurrency": concurrency,
@@ -52,6 +60,7 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
         "solved": sum(r.first_success is not None for r in runs),
         "phase_s_per_attempt": {p: round(v / attempts, 4) for p, v in phases.items()},
         "update_over_generate": round(update / phases["generate"], 3),
+        "sessions_per_tick": round(sum(sizes) / len(sizes), 2),
         "digests": [r.attempts_digest for r in runs],
     }
 
@@ -61,6 +70,7 @@ async def main_async(args: argparse.Namespace) -> dict:
 
     from discovery.problems import load_source
     from discovery.run import DiscoveryConfig, load_checked_hard_set
+    from sdpo.settings import Settings
     from worker.runtime import build_runtime
 
     torch.set_num_threads(args.threads)
@@ -71,14 +81,17 @@ async def main_async(args: argparse.Namespace) -> dict:
     if len(problems) < args.sessions:
         raise SystemExit(f"--sessions {args.sessions}: the toy hard set has {len(problems)}")
     keys = [("sdpo", index, seed) for seed, index in enumerate(problems)]
-    runtime = build_runtime("hf", "toy")
+    settings = Settings(dtype=args.dtype) if args.dtype else None
+    runtime = build_runtime("hf", "toy", device=args.device, settings=settings)
     levels = [await run_level(runtime, source, config, keys, c) for c in args.levels]
     first, first_digests = levels[0], levels[0]["digests"]
     for level in levels:
         level["speedup"] = round(level["attempts_per_s"] / first["attempts_per_s"], 2)
-        level["same_attempts_as_first_level"] = level.pop("digests") == first_digests
+        same = sum(a == b for a, b in zip(level.pop("digests"), first_digests, strict=True))
+        level["same_attempts_as_first_level"] = f"{same}/{len(first_digests)}"
     return {"sessions": args.sessions, "budget": args.budget, "threads": args.threads,
-            "levels": levels}  # fmt: skip
+            "device": str(runtime.engine.loaded.model.device),
+            "dtype": str(runtime.engine.loaded.model.dtype), "levels": levels}  # fmt: skip
 
 
 def main() -> None:
@@ -87,21 +100,24 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=64)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=None, help="default: cuda if present, else cpu")
+    parser.add_argument("--dtype", default=None, help="default: the model profile's")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/worker_throughput.json")
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{report['sessions']} SDPO sessions (toy hard set), budget {report['budget']}, "
-          f"{report['threads']} torch thread(s), one process")  # fmt: skip
+          f"{report['threads']} torch thread(s), one process, {report['device']} "
+          f"{report['dtype']}")  # fmt: skip
     print(f"{'at once':>8}{'wall s':>9}{'sess/min':>10}{'att/s':>8}{'x c=1':>7}{'solved':>8}"
-          f"{'update/gen':>11}  same attempts  phase s per attempt")  # fmt: skip
+          f"{'per tick':>9}{'update/gen':>11}  same attempts  phase s per attempt")  # fmt: skip
     for lv in report["levels"]:
         phases = " ".join(f"{p} {v:.3f}" for p, v in lv["phase_s_per_attempt"].items())
         print(f"{lv['concurrency']:>8}{lv['wall_s']:>9.1f}{lv['sessions_per_min']:>10.1f}"
               f"{lv['attempts_per_s']:>8.2f}{lv['speedup']:>7.2f}{lv['solved']:>8}"
-              f"{lv['update_over_generate']:>11.2f}  {lv['same_attempts_as_first_level']!s:>13}"
-              f"  {phases}")  # fmt: skip
+              f"{lv['sessions_per_tick']:>9.2f}{lv['update_over_generate']:>11.2f}"
+              f"  {lv['same_attempts_as_first_level']:>13}  {phases}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check: the `gpu`-marked tests (hf engine and SDPO update on CUDA) and a short SDPO step
-# benchmark, on a machine with a GPU and no network. Writes everything under $OUT (default
-# ./gpu-check/): summary.txt, pytest.log, gpu_step.json.
+# benchmark, then one worker's throughput with many co-batched sessions (toy model, bf16, up to
+# 32 at once) and how often co-batching changes a sampled token, on a machine with a GPU and no
+# network. Writes everything under $OUT (default ./gpu-check/): summary.txt, pytest.log,
+# gpu_step.json, worker_throughput.json, cobatch_tokens-toy.json.
 #
 # The machine needs python3 with torch (CUDA), numpy and matplotlib. Packages it lacks come as
 # wheels in .whl/ (pydantic, pydantic-settings, transformers 4.x, peft, redis, ...), and a
 # bubblewrap binary in .bwrap/ when it has none; prepare both on a machine with network:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl <pins>
 #   apt-get download bubblewrap && dpkg -x bubblewrap_*.deb .bwrap
-# Dry run on a CPU: SDPO_GPU_TEST_DEVICE=cpu GPU_CHECK_DEVICE=cpu deploy/gpu_check.sh
+# Dry run on a CPU: SDPO_GPU_TEST_DEVICE=cpu GPU_CHECK_DEVICE=cpu \
+#   GPU_CHECK_THROUGHPUT_ARGS="--sessions 4 --budget 8 --levels 1 4" deploy/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-check}"
@@ -57,4 +60,12 @@ python3 bench/gpu_step.py --out "$OUT" --device "$DEVICE" ${GPU_CHECK_BENCH_ARGS
 BENCH=${PIPESTATUS[0]}
 echo "benchmark: exit $BENCH" | tee -a "$SUMMARY"
 [ -f "$OUT/gpu_step.json" ] && cat "$OUT/gpu_step.json" >>"$SUMMARY"
-exit $((TESTS || BENCH))
+# Many sessions on one worker: concurrency 1..32 side by side (bench/worker_throughput.py).
+python3 bench/worker_throughput.py --device "$DEVICE" --dtype bfloat16 \
+  ${GPU_CHECK_THROUGHPUT_ARGS:---sessions 32 --budget 64 --levels 1 8 32} \
+  --out "$OUT/worker_throughput.json" 2>&1 | tee "$OUT/throughput.log"
+THROUGHPUT=${PIPESTATUS[0]}
+echo "worker throughput: exit $THROUGHPUT" | tee -a "$SUMMARY"
+tail -4 "$OUT/throughput.log" >>"$SUMMARY"
+python3 bench/cobatch_tokens.py --device "$DEVICE" --out "$OUT" 2>&1 | tee -a "$SUMMARY"
+exit $((TESTS || BENCH || THROUGHPUT))

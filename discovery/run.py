@@ -227,6 +227,9 @@ async def _run_all(
         if jobs == 1:
             runtime = build_runtime(config.engine, config.model)
             await run_concurrently(runtime, source, config, plan, done)
+            if sizes := runtime.generations.log.sizes:
+                progress(f"generation: {len(sizes)} ticks, {sum(sizes) / len(sizes):.2f} "
+                         "sessions per tick")  # fmt: skip
         else:
             await _run_parallel(config, plan, jobs, done)
     return runs
@@ -239,8 +242,9 @@ async def run_concurrently(
     plan: list,
     done: Callable[[Run], None],
 ) -> None:
-    """The plan's runs in this process, `concurrency` sessions at a time, taking turns on the
-    model exactly as a worker's sessions do (worker/compute.py)."""
+    """The plan's runs in this process, `concurrency` sessions at a time, sharing the model
+    exactly as a worker's sessions do: generation ticks (worker/batching.py) and turns
+    (worker/compute.py)."""
     slots = asyncio.Semaphore(config.concurrency)
 
     async def one(key: tuple[str, int, int]) -> Run:

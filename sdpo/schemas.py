@@ -360,5 +360,13 @@ class Readiness(BaseModel):
     workers: int = Field(..., description="Workers that sent a heartbeat recently.")
     sessions_running: int = Field(0, description="Sessions those workers are running now.")
     free_slots: int = Field(
-        0, description="Sessions those workers could start now (SDPO_WORKER_MAX_SESSIONS each)."
+        0,
+        description="Sessions those workers could start now: SDPO_WORKER_MAX_SESSIONS each, "
+        "fewer where a worker's memory admits fewer.",
+    )
+    memory_reserved_bytes: int = Field(
+        0, description="Memory those workers' sessions reserved (adapters, optimizers, steps)."
+    )
+    memory_budget_bytes: int = Field(
+        0, description="Memory those workers may give sessions (SDPO_WORKER_MEMORY_GB each)."
     )

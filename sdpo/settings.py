@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         description="Sessions one worker runs at once, taking turns on its model. Empty: 8 on "
         "a GPU, 4 on the CPU.",
     )
+    worker_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory one worker may give its sessions (adapters, teachers, optimizer "
+        "state, the largest step's activations); it starts a session only while one more "
+        "fits. Empty: 80% of what its device has free once the model is loaded.",
+    )
     heartbeat_s: float = Field(2.0, gt=0, le=60, description="Worker heartbeat period.")
     claim_idle_ms: int = Field(
         30_000, ge=100, description="A job silent this long belongs to a dead worker: reclaim it."

@@ -181,8 +181,8 @@ def bench_discovery(
     concurrency: Annotated[
         int,
         typer.Option(
-            help="Sessions at once in one process, taking turns on the model as a worker's "
-            "sessions do (implies --jobs 1).",
+            help="Sessions at once in one process, sharing the model as a worker's sessions "
+            "do: their generations batched together, their updates in turns (implies --jobs 1).",
             min=1,
         ),
     ] = 1,

@@ -55,11 +55,22 @@ class _StatsCollector:
         free = GaugeMetricFamily(
             "sdpo_worker_free_slots", "Sessions a worker could start now.", labels=["worker"]
         )
+        reserved = GaugeMetricFamily(
+            "sdpo_worker_memory_reserved_bytes",
+            "Memory a worker's sessions reserved (adapters, optimizers, largest steps).",
+            labels=["worker"],
+        )
+        budget = GaugeMetricFamily(
+            "sdpo_worker_memory_budget_bytes",
+            "Memory a worker may give its sessions.",
+            labels=["worker"],
+        )
         for worker, slots in sorted(self.stats.worker_slots.items()):
             sessions.add_metric([worker], slots.running)
             free.add_metric([worker], slots.free)
-        yield sessions
-        yield free
+            reserved.add_metric([worker], slots.memory_reserved)
+            budget.add_metric([worker], slots.memory_budget)
+        yield from (sessions, free, reserved, budget)
 
     def _queue_wait(self) -> HistogramMetricFamily:
         c = self.stats.counters

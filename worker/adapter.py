@@ -8,10 +8,11 @@ ever written by another. peft computes with one active adapter at a time, so a s
 compute lock, `strategies.base.Runtime.compute`), never computing at once. Best-of-k and
 multi-turn sample from the bare base (the engine's generation twin, or `disable_adapter`).
 
-Why peft's named adapters and not a batched LoRA layer of our own: they keep the adapter in
-the format peft and vLLM read (vLLM serves it as a LoRARequest), and a session computes exactly
-as it did alone. A batched layer (per-row A/B gathered from stacked tensors) would let rows of
-different sessions share one forward pass; it is the next step for cross-session batching.
+Why peft's named adapters for training, scoring and checkpoints: they keep the adapter in the
+format peft and vLLM read (vLLM serves it as a LoRARequest), and a session trains exactly as it
+would alone. Sampling is where sessions share forward passes: the hf engine applies each
+session's factors (`lora_factors`) per row on a plain copy of the base (worker/engine.py,
+RowAdapters), so the peft model is never asked to mix adapters in one batch.
 
 The adapter is fresh for every session and removed again with `close()`; when the last one
 goes, the peft wrapping is removed too, which leaves the base model exactly as it was. The EMA
@@ -161,17 +162,26 @@ class SessionAdapter:
             t.lerp_(s, rate)
 
     @torch.no_grad()
-    def merged_weights(self) -> dict[str, torch.Tensor]:
-        """W + scaling * B @ A for every layer the student adapts, by the layer's name in the
-        base model: new tensors (the base's own weights are never written), in their dtype."""
-        merged, student = {}, self.student
+    def lora_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """(A, B, scaling) of every layer the student adapts, by the layer's name in the base
+        model: the layer computes W x + scaling * B A x. A (r, in) and B (out, r), in float32."""
+        factors, student = {}, self.student
         for name, module in self.model.named_modules():
             if not isinstance(module, LoraLayer) or student not in module.lora_A:
                 continue
-            base = module.get_base_layer().weight
-            a, b = module.lora_A[student].weight, module.lora_B[student].weight  # (r, in), (out, r)
-            delta = (b.float() @ a.float()) * module.scaling[student]  # (out, in)
-            merged[name.removeprefix(PEFT_PREFIX)] = (base.float() + delta).to(base.dtype)
+            a, b = module.lora_A[student].weight.float(), module.lora_B[student].weight.float()
+            factors[name.removeprefix(PEFT_PREFIX)] = (a, b, module.scaling[student])
+        return factors
+
+    @torch.no_grad()
+    def merged_weights(self) -> dict[str, torch.Tensor]:
+        """W + scaling * B @ A for every layer the student adapts, by the layer's name in the
+        base model: new tensors (the base's own weights are never written), in their dtype."""
+        modules = dict(self.host.base.named_modules())
+        merged = {}
+        for name, (a, b, scaling) in self.lora_factors().items():
+            base = modules[name].get_base_layer().weight
+            merged[name] = (base.float() + (b @ a) * scaling).to(base.dtype)
         return merged
 
     def _by_checkpoint_name(self) -> dict[str, torch.nn.Parameter]:

@@ -6,7 +6,8 @@ state. So every piece of work that touches the model, from sampling and scoring 
 syncing an adapter and adding or removing one, runs through `ComputeTurns.run`:
 
 * in a thread, so that the event loop keeps heartbeating, committing and judging meanwhile
-  (session A's batch is judged in the sandbox while session B generates);
+  (session A's batch is judged in the sandbox while session B generates; generation itself
+  goes through worker/batching.py, which samples every waiting session in one turn);
 * under a FIFO asyncio lock, so that no session waits more than one turn behind another;
 * and under a thread lock, so that a turn whose awaiting coroutine was cancelled still ends
   before the next one starts (the thread cannot be stopped, only waited for).

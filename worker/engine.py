@@ -1,7 +1,9 @@
 """Generation engines behind one interface: `hf` (transformers, CPU or GPU) here, `vllm` in
 vllm_engine.py.
 
-An engine samples attempts from the base model or from a session's current adapter. After an
+An engine samples attempts from the base model or from a session's current adapter, for one
+session (`generate`) or for several sessions in one batch (`generate_batch`: what the worker's
+scheduler, worker/batching.py, calls). After an
 update the strategy calls `sync_adapter` so that the next batch comes from the new weights, and
 `release_adapter` when the session ends: both no-ops for `hf`, which generates from the live
 peft model itself.
@@ -10,8 +12,10 @@ peft model itself.
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -19,12 +23,23 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import PreTrainedModel
 
 from .adapter import SessionAdapter
-from .generation import Sample, SamplingConfig, sample
+from .generation import Draws, Sample, SamplingConfig, sample, sample_many
 from .model import LoadedModel
 
 
 class EngineUnavailable(RuntimeError):
     """The requested engine cannot run here (missing package or device, model too large)."""
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One prompt's n samples, drawn with `adapter` (None: the base model)."""
+
+    prompt_ids: list[int]
+    n: int
+    config: SamplingConfig
+    generator: torch.Generator
+    adapter: SessionAdapter | None = None
 
 
 class Engine(Protocol):
@@ -40,6 +55,8 @@ class Engine(Protocol):
         generator: torch.Generator,
         adapter: SessionAdapter | None = None,
     ) -> list[Sample]: ...
+
+    def generate_batch(self, requests: list[BatchRequest]) -> list[list[Sample]]: ...
 
     def sync_adapter(self, adapter: SessionAdapter) -> None: ...
 
@@ -79,6 +96,62 @@ class GenerationTwin:
         finally:
             for name, weight in originals.items():
                 modules[name].weight = weight
+
+
+class RowAdapters:
+    """Per-row LoRA on the generation twin, the S-LoRA/Punica idea in plain torch: every layer
+    that some request's adapter adapts gets a forward hook that adds (x A_i^T)(s B_i)^T to the
+    rows of request i. A batch keeps each request's rows together and in order (sample_many
+    only ever drops rows), so request i's rows are one slice of the batch: two small matmuls
+    on a view per adapted request and layer, nothing for rows on the base model. Rows of
+    different sessions thus share each forward pass, and the base weights are read once per
+    token for all of them. Use as a context manager; `rows_kept` follows the batch's rows as
+    sample_many drops them."""
+
+    def __init__(self, model: PreTrainedModel, adapters: list[SessionAdapter | None]) -> None:
+        self.model = model
+        # layer -> request -> (A^T (in, r), scaling * B^T (r, out)), in the layer's dtype
+        self.factors: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = defaultdict(dict)
+        modules = dict(model.named_modules())
+        for request, adapter in enumerate(adapters):
+            for name, (a, b, scaling) in (adapter.lora_factors() if adapter else {}).items():
+                dtype = modules[name].weight.dtype
+                self.factors[name][request] = (a.T.to(dtype), (b * scaling).T.to(dtype))
+        self.rows = torch.arange(len(adapters))  # the request of each row (on the host)
+        self.slices = self._slices()
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def rows_kept(self, index: torch.Tensor) -> None:
+        self.rows = self.rows[index.cpu()]
+        self.slices = self._slices()
+
+    def _slices(self) -> list[tuple[int, slice]]:
+        requests, counts = torch.unique_consecutive(self.rows, return_counts=True)
+        ends = counts.cumsum(0).tolist()
+        starts = [0, *ends[:-1]]
+        return [(r, slice(a, b)) for r, a, b in zip(requests.tolist(), starts, ends, strict=True)]
+
+    def __enter__(self) -> RowAdapters:
+        modules = dict(self.model.named_modules())
+        for name, per_request in self.factors.items():
+            self._hooks.append(modules[name].register_forward_hook(self._hook(per_request)))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    def _hook(self, per_request: dict[int, tuple[torch.Tensor, torch.Tensor]]):  # noqa: ANN202
+        def add_delta(_: torch.nn.Module, inputs: tuple[torch.Tensor], out: torch.Tensor):  # noqa: ANN202
+            x = inputs[0]  # (rows, T, in)
+            for request, rows in self.slices:
+                if request in per_request:
+                    a, b = per_request[request]
+                    out[rows] += (x[rows] @ a) @ b
+            return out
+
+        return add_delta
 
 
 def merged_fits(adapter: SessionAdapter) -> bool:
@@ -124,6 +197,34 @@ class HFEngine:
                 return sample(adapter.model, prompt_ids, n, config, generator=generator)
         with torch.inference_mode(), self.twin.merged(adapter) as model:
             return sample(model, prompt_ids, n, config, generator=generator)
+
+    def generate_batch(self, requests: list[BatchRequest]) -> list[list[Sample]]:
+        """Several sessions' requests decoded together, one forward pass per token for all
+        their rows (adapters applied per row, RowAdapters). Requests with different sampling
+        settings decode as separate batches; a lone request is `generate` itself, exactly."""
+        by_config: dict[SamplingConfig, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            by_config[r.config].append(i)
+        results: list[list[Sample]] = [[] for _ in requests]
+        for config, indices in by_config.items():
+            group = [requests[i] for i in indices]
+            if len(group) == 1:
+                results[indices[0]] = self._generate_one(group[0])
+                continue
+            rows = RowAdapters(self.twin.model, [r.adapter for r in group])
+            with torch.inference_mode(), rows:
+                drawn = sample_many(
+                    self.twin.model,
+                    [Draws(r.prompt_ids, r.n, r.generator) for r in group],
+                    config,
+                    rows_kept=rows.rows_kept,
+                )
+            for i, samples in zip(indices, drawn, strict=True):
+                results[i] = samples
+        return results
+
+    def _generate_one(self, r: BatchRequest) -> list[Sample]:
+        return self.generate(r.prompt_ids, r.n, r.config, generator=r.generator, adapter=r.adapter)
 
     def sync_adapter(self, adapter: SessionAdapter) -> None:
         """Nothing to do: generation reads the live adapter weights."""

@@ -1,10 +1,11 @@
 """Batched sampling with a KV cache: the `hf` engine's generation phase.
 
 One prompt, `n` samples: the prompt is encoded once and its cache repeated n times, then all
-samples decode together. A row leaves the batch as soon as it emits a stop token, so short
-answers stop costing compute (the cache drops its rows too). Returns token ids and the sampling
-log-probabilities (under the temperature-scaled, top-p-truncated distribution that drew them),
-which the SDPO loss needs for its importance ratio.
+samples decode together. Several prompts (several sessions' requests, `sample_many`) decode as
+one batch the same way, left-padded to one length. A row leaves the batch as soon as it emits a
+stop token, so short answers stop costing compute (the cache drops its rows too). Returns
+token ids and the sampling log-probabilities (under the temperature-scaled, top-p-truncated
+distribution that drew them), which the SDPO loss needs for its importance ratio.
 
 Sampling is by inverse CDF from one uniform number per row and step, all n drawn every step
 from the torch.Generator: a row's tokens depend only on its own logits and its own random
@@ -13,10 +14,11 @@ numbers, not on when the other rows finished. The same generator state gives the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from .kv_cache import new_cache
 
@@ -71,7 +73,6 @@ def draw(logprobs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return ids.clamp(max=logprobs.shape[-1] - 1)
 
 
-@torch.no_grad()
 def sample(
     model: PreTrainedModel,
     prompt_ids: list[int],
@@ -81,25 +82,106 @@ def sample(
     generator: torch.Generator,
 ) -> list[Sample]:
     """Draw n completions of one prompt from `model` (with whatever adapter is active)."""
-    device = model.device
-    limit = config.max_new_tokens
-    prompt = torch.tensor([prompt_ids], device=device)  # (1, P)
-    cache = new_cache(model.config, prompt.shape[1] + limit)
+    return sample_many(model, [Draws(prompt_ids, n, generator)], config)[0]
+
+
+RowsKept = Callable[[torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Draws:
+    """n completions of one prompt, drawn with this generator's random numbers."""
+
+    prompt_ids: list[int]
+    n: int
+    generator: torch.Generator
+
+
+@dataclass
+class _Prefilled:
+    """A batch after its prompts ran: one row per sample, in request order."""
+
+    cache: DynamicCache
+    logits: torch.Tensor  # (N, V) predicting each row's first token
+    owner: torch.Tensor  # (N,) on the host: the request of each row
+    prompt_lengths: torch.Tensor  # (N,) each row's real prompt length
+    mask: torch.Tensor | None  # (N, 1, 1, positions) additive, when prompts were padded
+    longest: int  # the padded prompt length
+
+
+def _prefill(
+    model: PreTrainedModel, requests: list[Draws], limit: int, rows_kept: RowsKept | None
+) -> _Prefilled:
+    """Run the prompts (left-padded to one length if they differ, each once) and expand their
+    cache to one row per sample."""
+    device, prompts = model.device, [r.prompt_ids for r in requests]
+    longest = max(len(p) for p in prompts)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)  # (k,)
+    padded = any(len(p) != longest for p in prompts)
+    ids = torch.tensor([[0] * (longest - len(p)) + p for p in prompts], device=device)
+    cache = new_cache(model.config, longest + limit)
+    extra: dict[str, torch.Tensor] = {}
+    if padded:
+        real = torch.arange(longest, device=device) >= (longest - lengths)[:, None]  # (k, P)
+        causal = torch.ones((longest, longest), dtype=torch.bool, device=device).tril()
+        extra = {
+            "attention_mask": additive_mask(causal[None] & real[:, None, :], model.dtype),
+            "position_ids": (real.long().cumsum(-1) - 1).clamp(min=0),
+        }
     # only the last position's logits: multi-turn prompts run to hundreds of tokens
-    out = model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1, :].expand(n, -1)  # (n, V)
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+    counts = torch.tensor([r.n for r in requests])
+    owner = torch.repeat_interleave(torch.arange(len(prompts)), counts)  # (N,)
+    rows = owner.to(device)
+    last = out.logits[:, -1, :]
+    if len(prompts) == 1:  # exactly as a lone prompt always sampled
+        cache.batch_repeat_interleave(requests[0].n)
+        logits = last.expand(requests[0].n, -1)
+    else:
+        cache.batch_select_indices(rows)
+        logits = last[rows]
+    if rows_kept is not None:
+        rows_kept(rows)
+    mask = None
+    if padded:
+        visible = torch.ones((owner.numel(), longest + limit), dtype=torch.bool, device=device)
+        visible[:, :longest] = real[rows]
+        mask = additive_mask(visible[:, None, :], model.dtype)
+    return _Prefilled(cache, logits, owner, lengths[rows], mask, longest)
+
+
+@torch.no_grad()
+def sample_many(
+    model: PreTrainedModel,
+    requests: list[Draws],
+    config: SamplingConfig,
+    *,
+    rows_kept: RowsKept | None = None,
+) -> list[list[Sample]]:
+    """Every request's completions, decoded as one batch: several sessions' attempts in one
+    forward pass per token.
+
+    Prompts of different lengths are left-padded and masked. A request draws its uniforms
+    exactly as it would alone, so its samples differ from a solo run's only where padding and
+    batch shape change float rounding; prompts of one length (and one prompt) are not padded,
+    and one request computes exactly as `sample` always has. `rows_kept(index)` is told each
+    time the batch's rows become `index` of the previous ones (the prompts' rows expanded to
+    their samples, finished rows dropped), for per-row state such as per-row adapters."""
+    device, limit = model.device, config.max_new_tokens
+    drawing = [True] * len(requests)  # a request draws uniforms while any of its rows decodes
+    uniforms = _uniforms(requests, drawing, device)  # (N, 1) for the first token
+    batch = _prefill(model, requests, limit, rows_kept)
+    cache, logits, owner = batch.cache, batch.logits, batch.owner
+    total = owner.numel()
     stops = torch.tensor(config.stop_token_ids, device=device)
-    tokens = torch.zeros((n, limit), dtype=torch.long, device=device)
-    logprobs = torch.zeros((n, limit), device=device)
-    lengths = torch.full((n,), limit, dtype=torch.long)
-    finished = torch.zeros(n, dtype=torch.bool)
-    active = torch.arange(n, device=device)  # original rows still decoding
-    position = prompt.shape[1]
+    tokens = torch.zeros((total, limit), dtype=torch.long, device=device)
+    logprobs = torch.zeros((total, limit), device=device)
+    lengths = torch.full((total,), limit, dtype=torch.long)
+    finished = torch.zeros(total, dtype=torch.bool)
+    active = torch.arange(total, device=device)  # original rows still decoding
     for t in range(limit):
         step_logprobs = sampling_logprobs(logits, config)  # (a, V)
-        uniforms = torch.rand((n, 1), generator=generator, device=generator.device)
-        next_ids = draw(step_logprobs, uniforms.to(device)[active])  # (a, 1)
+        next_ids = draw(step_logprobs, uniforms[active])  # (a, 1)
         tokens[active, t] = next_ids[:, 0]
         logprobs[active, t] = step_logprobs.gather(1, next_ids)[:, 0]
         stopped = torch.isin(next_ids[:, 0], stops)
@@ -111,20 +193,57 @@ def sample(
                 break
             active, next_ids = active[keep], next_ids[keep]
             cache.batch_select_indices(keep)
+            if rows_kept is not None:
+                rows_kept(keep)
+            still = set(owner[active.cpu()].tolist())
+            drawing = [i in still for i in range(len(requests))]
         if t + 1 == limit:
             break
-        positions = torch.full((active.numel(), 1), position, device=device)
+        # the next token's uniforms now, while the device is idle after the stop check: their
+        # copy to the device then waits for nothing (one host sync per token, not two)
+        uniforms = _uniforms(requests, drawing, device)
+        positions = (batch.prompt_lengths[active] + t)[:, None]
+        seen = {}
+        if batch.mask is not None:
+            seen["attention_mask"] = batch.mask[active, ..., : batch.longest + t + 1]
         out = model(
-            input_ids=next_ids, past_key_values=cache, use_cache=True, position_ids=positions
+            input_ids=next_ids,
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=positions,
+            **seen,
         )
         logits = out.logits[:, -1, :]
-        position += 1
     tokens, logprobs = tokens.cpu(), logprobs.cpu()
-    return [
+    samples = [
         Sample(
             tokens[i, : lengths[i]].tolist(),
             logprobs[i, : lengths[i]].tolist(),
             finished=bool(finished[i]),
         )
-        for i in range(n)
+        for i in range(total)
     ]
+    starts = [0, *torch.tensor([r.n for r in requests]).cumsum(0).tolist()]
+    return [samples[a:b] for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, Q, K) booleans -> the (B, 1, Q, K) mask attention adds to its scores: 0 where a query
+    may look, the dtype's lowest value where not (not -inf: a padding query that sees nothing
+    gets a harmless uniform row, never NaN). Passed as 4D, transformers uses it as it is instead
+    of building a mask from a 2D one at every decoded token (half the cost of a toy step)."""
+    lowest = torch.finfo(dtype).min
+    zeros = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return zeros.masked_fill(~visible, lowest)[:, None]
+
+
+def _uniforms(requests: list[Draws], drawing: list[bool], device: torch.device) -> torch.Tensor:
+    """(N, 1) uniforms for one token: each request's n drawn from its generator while it
+    decodes, zeros (never read) once all its rows have finished."""
+    parts = [
+        torch.rand((r.n, 1), generator=r.generator, device=r.generator.device)
+        if still
+        else torch.zeros((r.n, 1), device=r.generator.device)
+        for r, still in zip(requests, drawing, strict=True)
+    ]
+    return torch.cat(parts).to(device)

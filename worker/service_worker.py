@@ -44,10 +44,27 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sandbox import extract_code, parse_spec
 from sdpo.schemas import TERMINAL, AttemptPublic, Solution, StepPublic, TestPublic
 from sdpo.settings import Settings
-from sdpo.store import Claim, CommitResult, Job, JobQueue, StepCommit, Store, StoreConfig
+from sdpo.store import (
+    Claim,
+    CommitResult,
+    Job,
+    JobQueue,
+    StepCommit,
+    Store,
+    StoreConfig,
+    WorkerSlots,
+)
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import Budget, run_session
+from .memory import (
+    TYPICAL_PROMPT_TOKENS,
+    Footprint,
+    MemoryBudget,
+    Reservation,
+    params_footprint,
+)
+from .profiles import resolve_params
 from .records import Attempt, StepRecord
 from .strategies import Problem, Runtime, Strategy, VerifierFailed, make_strategy
 
@@ -74,10 +91,12 @@ def connect(url: str) -> Redis:
 
 @dataclass
 class Running:
-    """A job this worker is running, and whether its lease was found taken over."""
+    """A job this worker is running, whether its lease was found taken over, and its share of
+    the worker's memory."""
 
     job: Job
     lease_lost: bool = False
+    reservation: Reservation | None = None
 
 
 @dataclass
@@ -90,6 +109,7 @@ class WorkerContext:
     queue: JobQueue
     stopping: asyncio.Event
     max_sessions: int = 1
+    memory: MemoryBudget | None = None  # None: sessions are admitted by max_sessions alone
     running: dict[str, Running] = field(default_factory=dict)  # by job id
     # Set while the worker reads no new jobs. A session handed back at shutdown is requeued
     # only then, or this worker would read its own requeued job and claim it once more.
@@ -101,6 +121,15 @@ class WorkerContext:
     @property
     def consumer(self) -> str:
         return self.settings.consumer_name
+
+    def slots(self) -> WorkerSlots:
+        """What the heartbeat says: sessions running, and how many at most (fewer than
+        max_sessions where memory admits fewer)."""
+        running, most = len(self.running), self.max_sessions
+        if self.memory is None:
+            return WorkerSlots(running, most)
+        most = min(most, running + max(self.memory.sessions_that_fit(), 0 if running else 1))
+        return WorkerSlots(running, most, self.memory.reserved, self.memory.budget)
 
 
 # -- conversions to the stored records ---------------------------------------------------------
@@ -205,6 +234,8 @@ class SessionRun:
             error = f"the worker could not start the session: {type(exc).__name__}: {exc}"
             await asyncio.shield(self._settle("failed", error))
             return
+        if self.running.reservation is not None:  # its own parameters and prompt, not typical
+            self.running.reservation.resize(self._footprint())
         await self.ctx.store.record_params(self.sid, self.strategy.params.model_dump(mode="json"))
         stop = StopCheck(
             self.ctx, self.running, self.sid, state.started_at, state.budget.max_wall_s
@@ -239,6 +270,16 @@ class SessionRun:
         if reason == "lease_lost":
             raise LeaseLost(self.sid)
         return {"shutdown": "shutdown", "budget": "exhausted"}.get(reason or "", "cancelled")
+
+    def _footprint(self) -> Footprint:
+        strategy = self.strategy
+        assert strategy is not None
+        return params_footprint(
+            strategy.loaded.model,
+            strategy.params,
+            len(strategy.problem_ids),
+            self.ctx.settings.update_tokens_per_pass,
+        )
 
     def _build(self) -> Strategy:
         state = self.claim.state
@@ -348,7 +389,7 @@ def forget(ctx: WorkerContext, running: Running) -> None:
         del ctx.running[running.job.id]
 
 
-async def run_job(ctx: WorkerContext, job: Job) -> None:
+async def run_job(ctx: WorkerContext, job: Job, reservation: Reservation | None = None) -> None:
     """Claim and run one job; jobs of sessions that ended or vanished are dropped."""
     if job.id in ctx.running:  # reclaimed from ourselves after a late heartbeat: still ours
         return
@@ -366,7 +407,7 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
             await drop_job(ctx, job, job.session_id)
         return
     log.info("session %s %s", job.session_id, "resumed" if claim.resumed else "started")
-    running = ctx.running[job.id] = Running(job)  # heartbeated from now on
+    running = ctx.running[job.id] = Running(job, reservation=reservation)  # heartbeated now
     try:
         if not claim.resumed:
             with contextlib.suppress(RedisError):  # a statistic: never worth the session
@@ -378,10 +419,12 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
         forget(ctx, running)
 
 
-async def run_job_logged(ctx: WorkerContext, job: Job) -> None:
+async def run_job_logged(
+    ctx: WorkerContext, job: Job, reservation: Reservation | None = None
+) -> None:
     """run_job as a task of its own: its failures are logged, never raised into the worker."""
     try:
-        await run_job(ctx, job)
+        await run_job(ctx, job, reservation)
     except RedisError as exc:  # Redis restarting: the job stays pending, to be reclaimed
         log.warning("redis unavailable during job %s (%s); left pending", job.id, exc)
     except Exception:  # a bookkeeping bug: the job stays pending, max_claims bounds it
@@ -392,7 +435,7 @@ async def heartbeat(ctx: WorkerContext) -> None:
     """Say we are alive and how full we are, and keep our jobs from being reclaimed."""
     while True:
         try:
-            await ctx.store.heartbeat(ctx.consumer, len(ctx.running), ctx.max_sessions)
+            await ctx.store.heartbeat(ctx.consumer, ctx.slots())
             for running in list(ctx.running.values()):
                 if not await ctx.queue.touch(ctx.consumer, running.job):
                     if ctx.running.get(running.job.id) is running:  # not merely finished
@@ -406,6 +449,19 @@ async def next_job(ctx: WorkerContext) -> Job | None:
     settings = ctx.settings
     job = await ctx.queue.reclaim(ctx.consumer, settings.claim_idle_ms)
     return job or await ctx.queue.read(ctx.consumer, settings.block_ms)
+
+
+def worker_memory(settings: Settings, runtime: Runtime) -> MemoryBudget:
+    """The budget sessions are admitted by, and the footprint of a session with the model
+    profile's SDPO defaults (the typical session admission assumes)."""
+    model = runtime.engine.loaded.model
+    defaults = resolve_params(
+        "sdpo", None, profile=runtime.engine.loaded.profile, overrides=runtime.param_overrides
+    )
+    typical = params_footprint(
+        model, defaults, TYPICAL_PROMPT_TOKENS, settings.update_tokens_per_pass
+    )
+    return MemoryBudget.for_device(model.device, settings.worker_memory_gb, typical)
 
 
 def max_sessions(settings: Settings, device: str) -> int:
@@ -422,16 +478,20 @@ async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Eve
     store = Store(redis, StoreConfig.from_settings(settings))
     queue = JobQueue(redis, settings.model_name)
     slots = max_sessions(settings, runtime.engine.loaded.model.device.type)
-    ctx = WorkerContext(settings, runtime, store, queue, stopping, max_sessions=slots)
+    memory = worker_memory(settings, runtime)
+    ctx = WorkerContext(settings, runtime, store, queue, stopping, slots, memory)
     await ctx.queue.ensure_group()
     beat = asyncio.create_task(heartbeat(ctx))
     tasks: set[asyncio.Task] = set()
     ctx.not_reading.clear()
     name = settings.model_name
-    log.info("worker %s serving model %r, %d sessions at once", ctx.consumer, name, slots)
+    log.info(
+        "worker %s serving model %r, %d sessions at once, %.2f of %.2f GB per typical session",
+        ctx.consumer, name, slots, memory.typical.total / 1e9, memory.budget / 1e9,
+    )  # fmt: skip
     try:
         while not stopping.is_set():
-            if len(tasks) >= slots:  # full: wait for a session to end (or for a stop)
+            if tasks and (len(tasks) >= slots or not memory.fits()):  # full: wait for an end
                 await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
@@ -442,9 +502,11 @@ async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Eve
                     await asyncio.wait_for(stopping.wait(), 1.0)
                 continue
             if job is not None:
-                task = asyncio.create_task(run_job_logged(ctx, job))
+                reservation = memory.reserve(memory.typical)  # until the session knows its own
+                task = asyncio.create_task(run_job_logged(ctx, job, reservation))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _, r=reservation: r.release())
         ctx.not_reading.set()
         if tasks:  # each sees `stopping` at its next phase end and hands its session back
             await asyncio.gather(*tasks)

@@ -34,7 +34,7 @@ from peft import LoraConfig, get_peft_model
 from sdpo.settings import Settings
 
 from .adapter import SessionAdapter
-from .engine import EngineUnavailable
+from .engine import BatchRequest, EngineUnavailable
 from .generation import Sample, SamplingConfig
 from .model import LoadedModel
 
@@ -50,17 +50,6 @@ INSTALL_HINT = (
 ZERO_ADAPTER = "base-zero"
 ZERO_ADAPTER_ID = 1
 SEED_BOUND = 2**62  # vLLM gives the i-th of n samples seed + i: stay clear of int64 overflow
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """One prompt's n samples, drawn with `adapter` (None: the base model)."""
-
-    prompt_ids: list[int]
-    n: int
-    config: SamplingConfig
-    generator: torch.Generator
-    adapter: SessionAdapter | None = None
 
 
 @dataclass

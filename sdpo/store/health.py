@@ -50,12 +50,13 @@ class Health:
             pipe.hincrby(STATS_KEY, queue_wait_field("count"), 1)
             await pipe.execute()
 
-    async def heartbeat(self, consumer: str, sessions: int = 0, max_sessions: int = 1) -> None:
-        """The worker is alive, running `sessions` of at most `max_sessions` at once."""
+    async def heartbeat(self, consumer: str, slots: WorkerSlots | None = None) -> None:
+        """The worker is alive, with these sessions, slots and memory."""
         now = time.time()
+        slots = slots or WorkerSlots(0, 1)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(WORKERS_KEY, {consumer: now})
-            pipe.hset(WORKER_SLOTS_KEY, consumer, f"{sessions}/{max_sessions}")
+            pipe.hset(WORKER_SLOTS_KEY, consumer, slots.encode())
             pipe.zrangebyscore(WORKERS_KEY, 0, now - WORKER_FORGET_S)
             pipe.zremrangebyscore(WORKERS_KEY, 0, now - WORKER_FORGET_S)
             *_, forgotten, _ = await pipe.execute()
@@ -74,11 +75,7 @@ class Health:
         if not alive:
             return {}
         values = await self.redis.hmget(WORKER_SLOTS_KEY, alive)
-        slots = {}
-        for worker, value in zip(alive, values, strict=True):
-            running, _, most = (value or "0/0").partition("/")
-            slots[worker] = WorkerSlots(int(running), int(most or 0))
-        return slots
+        return {w: WorkerSlots.decode(v) for w, v in zip(alive, values, strict=True)}
 
     async def stats(self, models: tuple[str, ...], within_s: float) -> Stats:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -9,7 +9,8 @@ from __future__ import annotations
 PREFIX = "sdpo"
 JOB_GROUP = "workers"
 WORKERS_KEY = f"{PREFIX}:workers"  # ZSET consumer -> unix time of its last heartbeat
-WORKER_SLOTS_KEY = f"{PREFIX}:worker-slots"  # HASH consumer -> "<sessions>/<max sessions>"
+# HASH consumer -> "<sessions>/<max sessions>/<memory reserved>/<memory budget>" (WorkerSlots)
+WORKER_SLOTS_KEY = f"{PREFIX}:worker-slots"
 STATS_KEY = f"{PREFIX}:stats"  # HASH of counters for /metrics
 COMPARE_MIN_TTL_S = 24 * 3600  # a comparison outlives its sessions' queueing by at least this
 WORKER_FORGET_S = 24 * 3600  # heartbeats older than this are dropped from WORKERS_KEY

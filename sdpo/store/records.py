@@ -243,10 +243,22 @@ class CompareRecord:
 
 @dataclass(frozen=True)
 class WorkerSlots:
-    """What a worker's last heartbeat said: sessions running, of at most `most` at once."""
+    """What a worker's last heartbeat said: sessions running, of at most `most` at once (its
+    SDPO_WORKER_MAX_SESSIONS, or fewer where its memory admits fewer), and the bytes of memory
+    its sessions reserved of its budget for them."""
 
     running: int
     most: int
+    memory_reserved: int = 0
+    memory_budget: int = 0
+
+    def encode(self) -> str:
+        return f"{self.running}/{self.most}/{self.memory_reserved}/{self.memory_budget}"
+
+    @classmethod
+    def decode(cls, value: str | None) -> WorkerSlots:
+        numbers = [int(part or 0) for part in (value or "0/0").split("/")]
+        return cls(*numbers[:4])
 
     @property
     def free(self) -> int:

@@ -44,6 +44,8 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         workers=len(slots),
         sessions_running=sum(s.running for s in slots.values()),
         free_slots=sum(s.free for s in slots.values()),
+        memory_reserved_bytes=sum(s.memory_reserved for s in slots.values()),
+        memory_budget_bytes=sum(s.memory_budget for s in slots.values()),
     )
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from sdpo.schemas import AttemptPublic, Solution, StepPublic
 from sdpo.settings import Settings
-from sdpo.store import Claim, JobQueue, StepCommit, Store, session_keys
+from sdpo.store import Claim, JobQueue, StepCommit, Store, WorkerSlots, session_keys
 from sdpo_serve.embedded import free_port
 
 from .conftest import KEY_A, KEY_B, comparison, gateway_in_thread, problem
@@ -93,14 +93,17 @@ def test_health_needs_no_key_and_ready_needs_a_worker(gateway, redis_url):
         "workers": 0,
         "sessions_running": 0,
         "free_slots": 0,
+        "memory_reserved_bytes": 0,
+        "memory_budget_bytes": 0,
     }
     assert "sdpo_queue_depth" in httpx.get(f"{gateway}/metrics").text
 
 
 async def test_ready_and_metrics_count_each_workers_sessions_and_free_slots(gateway, store):
-    """Workers say in their heartbeat how many sessions they run of how many they may."""
-    await store.heartbeat("w1", 3, 8)
-    await store.heartbeat("w2", 4, 4)
+    """Workers say in their heartbeat how many sessions they run of how many they may, and
+    how much of their memory budget the sessions reserved."""
+    await store.heartbeat("w1", WorkerSlots(3, 8, 3_000, 10_000))
+    await store.heartbeat("w2", WorkerSlots(4, 4, 8_000, 8_000))
     await store.record_queue_wait(0.3)
     await store.record_queue_wait(20.0)
     ready = httpx.get(f"{gateway}/readyz")
@@ -110,11 +113,15 @@ async def test_ready_and_metrics_count_each_workers_sessions_and_free_slots(gate
         "workers": 2,
         "sessions_running": 7,
         "free_slots": 5,
+        "memory_reserved_bytes": 11_000,
+        "memory_budget_bytes": 18_000,
     }
     metrics = httpx.get(f"{gateway}/metrics").text
     assert 'sdpo_worker_sessions{worker="w1"} 3.0' in metrics
     assert 'sdpo_worker_free_slots{worker="w1"} 5.0' in metrics
     assert 'sdpo_worker_free_slots{worker="w2"} 0.0' in metrics
+    assert 'sdpo_worker_memory_reserved_bytes{worker="w2"} 8000.0' in metrics
+    assert 'sdpo_worker_memory_budget_bytes{worker="w1"} 10000.0' in metrics
     assert 'sdpo_queue_wait_seconds_bucket{le="0.5"} 1.0' in metrics
     assert 'sdpo_queue_wait_seconds_bucket{le="30.0"} 2.0' in metrics
     assert "sdpo_queue_wait_seconds_count 2.0" in metrics

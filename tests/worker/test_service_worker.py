@@ -9,6 +9,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from sandbox import parse_spec
 from sdpo.schemas import TERMINAL, AttemptPublic, Budget, ProblemCreate
 from sdpo.settings import Settings
 from sdpo.store import (
@@ -20,7 +21,16 @@ from sdpo.store import (
     attempts_key,
     session_key,
 )
-from worker.service_worker import Running, SessionRun, WorkerContext, run_job, serve_jobs
+from worker.memory import params_footprint
+from worker.service_worker import (
+    Running,
+    SessionRun,
+    WorkerContext,
+    run_job,
+    serve_jobs,
+    worker_memory,
+)
+from worker.strategies import Problem, make_strategy
 
 NEVER_PASSES = "def check(output):\n    return False\n"
 PROBLEM = ProblemCreate(
@@ -161,7 +171,7 @@ async def test_the_attempt_log_of_a_session_is_bounded_in_bytes(make_ctx, redis)
 BROKEN_CHECKER = "def check(output):\n    raise RuntimeError('the checker is broken')\n"
 
 
-async def _serve_until_done(redis, runtime, folder, slots: int, sids: list[str]):
+async def _serve_until_done(redis, runtime, folder, slots: int, sids: list[str], **settings):
     """One in-process worker (named after its checkpoint folder) running up to `slots`
     sessions at once until `sids` have ended."""
     settings = Settings(
@@ -171,6 +181,7 @@ async def _serve_until_done(redis, runtime, folder, slots: int, sids: list[str])
         worker_max_sessions=slots,
         block_ms=50,
         heartbeat_s=0.2,
+        **settings,
     )
     store = Store(redis, StoreConfig.from_settings(settings))
     stopping = asyncio.Event()
@@ -194,7 +205,8 @@ def redis_url_of(redis: Redis) -> str:
 
 async def test_eight_sessions_at_once_end_exactly_as_they_do_alone(redis, runtime, tmp_path):
     """8 sessions of all three strategies, plus one whose verifier is broken, on one worker:
-    together, each samples exactly the attempts it samples alone; the broken one fails with its
+    together (their batches sampled in shared forward passes), each samples exactly the
+    attempts it samples alone; the broken one fails with its
     message and disturbs nobody; and the sessions did take turns (their steps waited)."""
     strategies = ["sdpo", "best_of_k", "multi_turn"]
     base = PROBLEM.model_dump()
@@ -218,7 +230,10 @@ async def test_eight_sessions_at_once_end_exactly_as_they_do_alone(redis, runtim
         return states, texts, steps
 
     alone_states, alone_texts, _ = await run("alone", 1)
+    ticks_alone = len(runtime.generations.log.sizes)
+    assert set(runtime.generations.log.sizes) == {1}  # one session: one request per tick
     together_states, together_texts, together_steps = await run("together", 8)
+    assert max(runtime.generations.log.sizes[ticks_alone:]) > 1  # sessions sampled together
     assert [s.status for s in together_states] == [*(["exhausted"] * 8), "failed"]
     assert "the checker is broken" in together_states[-1].error
     assert [s.status for s in alone_states] == [s.status for s in together_states]
@@ -226,3 +241,29 @@ async def test_eight_sessions_at_once_end_exactly_as_they_do_alone(redis, runtim
     spans = [(s.started_at, s.finished_at) for s in together_states[:8]]
     assert max(start for start, _ in spans) < min(end for _, end in spans)  # all ran at once
     assert any("wait" in step.phase_s for steps in together_steps for step in steps)
+
+
+async def test_a_worker_starts_no_session_that_its_memory_would_not_hold(redis, runtime, tmp_path):
+    """With room for a typical session plus one and a half of these (SDPO_WORKER_MEMORY_GB),
+    a worker of 4 slots runs 2 of 4 sessions at a time, not 4, and all 4 end."""
+    store = Store(redis, StoreConfig.from_settings(Settings()))
+    await JobQueue(redis).ensure_group()
+    fields = {"strategy": "sdpo", "budget": {"max_attempts": 8}}
+    body = ProblemCreate(**{**PROBLEM.model_dump(), **fields})
+    typical = worker_memory(Settings(), runtime).typical.total
+    problem = Problem(body.prompt, parse_spec(body.verifier.model_dump()))
+    strategy = make_strategy("sdpo", problem, body.params, runtime, seed=0)
+    model, prompt = runtime.engine.loaded.model, len(strategy.problem_ids)
+    own = params_footprint(model, strategy.params, prompt, Settings().update_tokens_per_pass)
+    own = own.total
+    strategy.close()
+    assert own < typical  # a short prompt: less than the 256 tokens admission assumes
+    created = await store.create(CreateRequest("alice", [body] * 4))
+    budget_gb = (typical + 1.5 * own) / 1e9
+    states = await _serve_until_done(
+        redis, runtime, tmp_path / "w", 4, created.ids, worker_memory_gb=budget_gb
+    )
+    assert [s.status for s in states] == ["exhausted"] * 4
+    spans = [(s.started_at, s.finished_at) for s in states]
+    at_once = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert at_once == 2

@@ -193,7 +193,7 @@ def test_same_seed_same_attempts_and_batching_changes_nothing(engine):
         tuned = _draw(engine, 7, adapter=adapter)
         assert [s.token_ids for s in base] == [s.token_ids for s in again]
         assert [s.token_ids for s in base] != [s.token_ids for s in other]
-        from worker.vllm_engine import BatchRequest
+        from worker.engine import BatchRequest
 
         ids, config = engine.loaded.chat_ids(PROMPT), _config(engine.loaded)
         together = engine.generate_batch(

@@ -16,9 +16,10 @@ from sandbox import Sandbox, Spec
 from sdpo.params import SamplingParams
 
 from ..adapter import SessionAdapter
+from ..batching import GenerationBatcher
 from ..compute import ComputeTurns
-from ..engine import Engine
-from ..generation import SamplingConfig
+from ..engine import BatchRequest, Engine
+from ..generation import Sample, SamplingConfig
 from ..judging import Judge
 from ..records import Attempt, StepRecord
 from ..timing import timed
@@ -48,13 +49,18 @@ class Problem:
 @dataclass
 class Runtime:
     """What a worker shares between sessions: the engine (and its model), the sandbox, the
-    operator's parameter defaults (SDPO_PARAMS), which override the model profile's, and the
-    sessions' turns on the model (`compute`: all model work goes through it)."""
+    operator's parameter defaults (SDPO_PARAMS), which override the model profile's, the
+    sessions' turns on the model (`compute`: all model work goes through it) and the scheduler
+    that samples every ready session's batch in one engine call (`generations`)."""
 
     engine: Engine
     sandbox: Sandbox
     param_overrides: dict[str, Any] = field(default_factory=dict)
     compute: ComputeTurns = field(default_factory=ComputeTurns)
+    generations: GenerationBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generations = GenerationBatcher(self.engine, self.compute)
 
 
 class Strategy:
@@ -69,6 +75,7 @@ class Strategy:
         self.params = params
         self.engine = runtime.engine
         self.compute = runtime.compute
+        self.generations = runtime.generations
         self.loaded = runtime.engine.loaded
         self.judge = Judge(runtime.sandbox, problem.verifier)
         self.generator = torch.Generator().manual_seed(seed)
@@ -89,9 +96,8 @@ class Strategy:
         before the update (the judged batch is kept, the update skipped)."""
         record = StepRecord(step=self.step_index, attempts=[])
         n = min(self.params.num_generations, max_attempts)
-        record.attempts = await self.compute.run(
-            self._attempt, n, phases=record.phase_s, phase="generate"
-        )
+        samples = await self.generations.generate(self._request(n), phases=record.phase_s)
+        record.attempts = self._attempts(samples)
         if should_stop is not None and await should_stop():
             self.attempts_used -= n  # never judged, so never counted
             raise StepInterrupted
@@ -102,18 +108,18 @@ class Strategy:
         self.step_index += 1
         return record
 
-    def _attempt(self, n: int) -> list[Attempt]:
+    def _request(self, n: int) -> BatchRequest:
         config = SamplingConfig(
             stop_token_ids=self.loaded.stop_token_ids,
             temperature=self.params.temperature,
             top_p=self.params.top_p,
             max_new_tokens=self.params.max_completion_length,
         )
-        samples = self.engine.generate(
-            self._prompt_ids(), n, config, generator=self.generator, adapter=self._adapter()
-        )
+        return BatchRequest(self._prompt_ids(), n, config, self.generator, self._adapter())
+
+    def _attempts(self, samples: list[Sample]) -> list[Attempt]:
         first = self.attempts_used + 1
-        self.attempts_used += n
+        self.attempts_used += len(samples)
         return [
             Attempt(
                 index=first + i,
