@@ -37,7 +37,7 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
 
     by_key = {}
     log = runtime.generations.log
-    ticks, generating = len(log.sizes), log.seconds
+    ticks, requests, generating = log.ticks, log.requests, log.seconds
     started = time.perf_counter()
     await run_concurrently(
         runtime, source, replace(config, concurrency=concurrency), keys,
@@ -49,7 +49,7 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
     phases = {p: sum(r.phase_s.get(p, 0.0) for r in runs) for p in PHASES}
     # a shared tick is in every one of its sessions' generate phases: count the model's time
     phases["generate"] = log.seconds - generating
-    sizes = log.sizes[ticks:]
+    per_tick = (log.requests - requests) / max(log.ticks - ticks, 1)
     update = phases["teacher"] + phases["train"] + phases["sync"]
     return {
         "concurrency": concurrency,
@@ -60,7 +60,7 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
         "solved": sum(r.first_success is not None for r in runs),
         "phase_s_per_attempt": {p: round(v / attempts, 4) for p, v in phases.items()},
         "update_over_generate": round(update / phases["generate"], 3),
-        "sessions_per_tick": round(sum(sizes) / len(sizes), 2),
+        "sessions_per_tick": round(per_tick, 2),
         "digests": [r.attempts_digest for r in runs],
     }
 

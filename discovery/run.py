@@ -227,8 +227,8 @@ async def _run_all(
         if jobs == 1:
             runtime = build_runtime(config.engine, config.model)
             await run_concurrently(runtime, source, config, plan, done)
-            if sizes := runtime.generations.log.sizes:
-                progress(f"generation: {len(sizes)} ticks, {sum(sizes) / len(sizes):.2f} "
+            if (log := runtime.generations.log).ticks:
+                progress(f"generation: {log.ticks} ticks, {log.requests / log.ticks:.2f} "
                          "sessions per tick")  # fmt: skip
         else:
             await _run_parallel(config, plan, jobs, done)

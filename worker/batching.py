@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .compute import MIN_WAIT_S, ComputeTurns
 from .engine import BatchRequest, Engine
@@ -38,13 +38,23 @@ class _Queued:
 
 @dataclass
 class TickLog:
-    """What the batcher did, for the benchmark and the tests: requests and rows per tick, and
-    the seconds the model spent generating in all (each session's own `generate` phase counts
-    the whole tick it shared)."""
+    """What the batcher did, for the benchmark and the tests (counters: a worker runs for
+    weeks): ticks, the requests and rows they sampled, the most requests in one tick, and the
+    seconds the model spent generating (each session's own `generate` phase counts the whole
+    tick it shared)."""
 
-    sizes: list[int] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
+    ticks: int = 0
+    requests: int = 0
+    rows: int = 0
+    most_requests: int = 0
     seconds: float = 0.0
+
+    def add(self, requests: int, rows: int, seconds: float) -> None:
+        self.ticks += 1
+        self.requests += requests
+        self.rows += rows
+        self.most_requests = max(self.most_requests, requests)
+        self.seconds += seconds
 
 
 class GenerationBatcher:
@@ -101,9 +111,7 @@ class GenerationBatcher:
         except Exception as error:  # noqa: BLE001 (a bug of ours: every request hears of it)
             outcomes = [error] * len(ticked)
         ended = time.perf_counter()
-        self.log.sizes.append(len(ticked))
-        self.log.rows.append(sum(q.request.n for q in ticked))
-        self.log.seconds += ended - started
+        self.log.add(len(ticked), sum(q.request.n for q in ticked), ended - started)
         for queued, outcome in zip(ticked, outcomes, strict=True):
             queued.outcome, queued.ran = outcome, (started, ended)
         return ticked

@@ -21,6 +21,8 @@ worker overcommits by at most that one session and admits nobody new until it en
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,13 @@ class MemoryBudget:
         self.budget = budget
         self.typical = typical  # a session with the profile's defaults: what admission assumes
         self.reserved = 0
+        self.changed = asyncio.Event()  # set when a reservation shrinks or ends
+
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """Until a reservation is resized or released (or `timeout_s` passes)."""
+        self.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), timeout_s)
 
     @classmethod
     def for_device(
@@ -151,7 +160,9 @@ class Reservation:
     def resize(self, footprint: Footprint) -> None:
         self.budget.reserved += footprint.total - self.bytes
         self.bytes = footprint.total
+        self.budget.changed.set()
 
     def release(self) -> None:
         self.budget.reserved -= self.bytes
         self.bytes = 0
+        self.budget.changed.set()

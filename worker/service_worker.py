@@ -491,8 +491,11 @@ async def serve_jobs(settings: Settings, runtime: Runtime, stopping: asyncio.Eve
     )  # fmt: skip
     try:
         while not stopping.is_set():
-            if tasks and (len(tasks) >= slots or not memory.fits()):  # full: wait for an end
+            if tasks and len(tasks) >= slots:  # full: wait for a session to end (or for a stop)
                 await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if tasks and not memory.fits():  # wait for a session to shrink to its size, or end
+                await memory.wait_for_change(timeout_s=1.0)
                 continue
             try:
                 job = await next_job(ctx)

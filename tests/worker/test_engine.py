@@ -120,7 +120,7 @@ async def test_the_scheduler_batches_waiting_sessions_and_isolates_a_failure(tin
         )
     finally:
         good.close()
-    assert batcher.log.sizes == [3]
+    assert (batcher.log.ticks, batcher.log.requests) == (1, 3)
     assert isinstance(outcomes[1], Exception)
     assert [[s.token_ids for s in o] for o in (outcomes[0], outcomes[2])] == [
         [s.token_ids for s in a] for a in alone
