@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         description="Sessions one worker runs at once, taking turns on its model. Empty: 8 on "
         "a GPU, 4 on the CPU.",
     )
+    worker_batch_generation: bool = Field(
+        True,
+        description="Sample the batches of a worker's sessions together, one forward pass per "
+        "token for all of them. Off: each alone, so every session samples bit for bit what it "
+        "would as the worker's only one (co-batched rows can differ in float rounding, which "
+        "can flip a sampled token), at the cost of throughput.",
+    )
     worker_memory_gb: float | None = Field(
         None,
         gt=0,

@@ -9,10 +9,11 @@ engine one `generate` with a LoRARequest per request. A request waits at most fo
 that is running when it arrives, so no session falls more than one tick behind another.
 
 A lone request is exactly the engine's single-session `generate`, so a worker that runs one
-session at a time samples what it always has. Co-batched rows differ from their solo run only
-in float rounding (padding, batch shape). If a batch fails as a whole (say, out of memory),
-every request is retried alone from its generator's state before the batch, so one session's
-failure stays its own.
+session at a time samples what it always has; with SDPO_WORKER_BATCH_GENERATION off, a tick
+samples its requests one by one, bit for bit as lone sessions. Co-batched rows differ from
+their solo run only in float rounding (padding, batch shape). If a batch fails as a whole (say,
+out of memory), every request is retried alone from its generator's state before the batch, so
+one session's failure stays its own.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ class TickLog:
 class GenerationBatcher:
     """Batches the generation requests of one worker's sessions into engine calls."""
 
-    def __init__(self, engine: Engine, compute: ComputeTurns) -> None:
+    def __init__(self, engine: Engine, compute: ComputeTurns, together: bool = True) -> None:
         self.engine = engine
         self.compute = compute
+        self.together = together  # False: each request alone, bit for bit as a lone session
         self.log = TickLog()
         self._queue: deque[_Queued] = deque()
         self._runner: asyncio.Task[None] | None = None
@@ -119,11 +121,12 @@ class GenerationBatcher:
     def _outcomes(self, ticked: list[_Queued]) -> list[list[Sample] | BaseException]:
         requests = [q.request for q in ticked]
         states = [r.generator.get_state() for r in requests]
-        try:
-            return list(self.engine.generate_batch(requests))
-        except Exception as error:  # noqa: BLE001 (reported to the requests, never lost)
-            if len(requests) == 1:
-                return [error]
+        if self.together or len(requests) == 1:
+            try:
+                return list(self.engine.generate_batch(requests))
+            except Exception as error:  # noqa: BLE001 (reported to the requests, never lost)
+                if len(requests) == 1:
+                    return [error]
         outcomes: list[list[Sample] | BaseException] = []
         for request, state in zip(requests, states, strict=True):
             request.generator.set_state(state)

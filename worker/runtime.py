@@ -43,4 +43,9 @@ def build_runtime(
         generator: Engine = VLLMEngine(loaded, settings)
     else:
         generator = HFEngine(load_model(source, device=device, dtype=settings.dtype))
-    return Runtime(engine=generator, sandbox=Sandbox(), param_overrides=dict(settings.params))
+    return Runtime(
+        engine=generator,
+        sandbox=Sandbox(),
+        param_overrides=dict(settings.params),
+        batch_generation=settings.worker_batch_generation,
+    )

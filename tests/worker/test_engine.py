@@ -125,3 +125,22 @@ async def test_the_scheduler_batches_waiting_sessions_and_isolates_a_failure(tin
     assert [[s.token_ids for s in o] for o in (outcomes[0], outcomes[2])] == [
         [s.token_ids for s in a] for a in alone
     ]
+
+
+async def test_with_batching_off_each_session_samples_bit_for_bit_as_alone(tiny):
+    """SDPO_WORKER_BATCH_GENERATION=false: a tick still serves every waiting request, one by
+    one, so tokens and log-probs are exactly a lone session's."""
+    engine = HFEngine(tiny)
+    batcher = GenerationBatcher(engine, ComputeTurns(), together=False)
+    adapter = _trained(tiny)
+    pairs = (([4, 5], None), ([6, 7, 8, 9], adapter))  # prompts of two lengths
+    try:
+        solo = [engine.generate_batch([_request(p, 4, a)])[0] for p, a in pairs]
+        served = await asyncio.gather(*(batcher.generate(_request(p, 4, a)) for p, a in pairs))
+    finally:
+        adapter.close()
+    assert (batcher.log.ticks, batcher.log.most_requests) == (1, 2)
+    for mine, theirs in zip(served, solo, strict=True):
+        assert [(s.token_ids, s.logprobs) for s in mine] == [
+            (s.token_ids, s.logprobs) for s in theirs
+        ]

@@ -57,10 +57,11 @@ class Runtime:
     sandbox: Sandbox
     param_overrides: dict[str, Any] = field(default_factory=dict)
     compute: ComputeTurns = field(default_factory=ComputeTurns)
+    batch_generation: bool = True  # SDPO_WORKER_BATCH_GENERATION
     generations: GenerationBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.generations = GenerationBatcher(self.engine, self.compute)
+        self.generations = GenerationBatcher(self.engine, self.compute, self.batch_generation)
 
 
 class Strategy:
