@@ -33,8 +33,9 @@ class _Queued:
     request: BatchRequest
     future: asyncio.Future[list[Sample]]
     asked: float  # perf_counter at submission
+    contended: bool  # the model was busy then: the time until its tick's turn is a wait
     outcome: list[Sample] | BaseException | None = None
-    ran: tuple[float, float] = (0.0, 0.0)  # the tick's start and end
+    ran: tuple[float, float] = (0.0, 0.0)  # its tick's turn: granted, ended
 
 
 @dataclass
@@ -75,16 +76,18 @@ class GenerationBatcher:
         """The request's samples. With `phases`, the seconds before its tick started go to
         phases["wait"] and the tick's seconds to phases["generate"]."""
         loop = asyncio.get_running_loop()
-        queued = _Queued(request, loop.create_future(), time.perf_counter())
+        queued = _Queued(request, loop.create_future(), time.perf_counter(), self.compute.busy())
         self._queue.append(queued)
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
             self._runner = loop.create_task(self._serve())
         samples = await queued.future
         if phases is not None:
-            started, ended = queued.ran
-            if started - queued.asked >= MIN_WAIT_S:
-                phases["wait"] = phases.get("wait", 0.0) + started - queued.asked
-            phases["generate"] = phases.get("generate", 0.0) + ended - started
+            granted, ended = queued.ran
+            if not queued.contended:  # handing the request to its tick is generation's time
+                granted = queued.asked
+            if granted - queued.asked >= MIN_WAIT_S:
+                phases["wait"] = phases.get("wait", 0.0) + granted - queued.asked
+            phases["generate"] = phases.get("generate", 0.0) + ended - granted
         return samples
 
     async def _serve(self) -> None:
@@ -114,8 +117,9 @@ class GenerationBatcher:
             outcomes = [error] * len(ticked)
         ended = time.perf_counter()
         self.log.add(len(ticked), sum(q.request.n for q in ticked), ended - started)
+        granted = self.compute.granted_at  # this tick's turn on the model began
         for queued, outcome in zip(ticked, outcomes, strict=True):
-            queued.outcome, queued.ran = outcome, (started, ended)
+            queued.outcome, queued.ran = outcome, (granted, ended)
         return ticked
 
     def _outcomes(self, ticked: list[_Queued]) -> list[list[Sample] | BaseException]:

@@ -38,10 +38,15 @@ class ComputeTurns:
 
     def __init__(self) -> None:
         self._exclusive = threading.Lock()
+        self.granted_at = 0.0
         # asyncio locks belong to one event loop; the benchmark runs one loop per run
         self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+
+    def busy(self) -> bool:
+        """Some turn holds the model now (call from the event loop)."""
+        return self._lock().locked()
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -60,7 +65,8 @@ class ComputeTurns:
         to phases["wait"] and the seconds run to phases[phase]."""
         asked = time.perf_counter()
         async with self._lock():
-            waited = time.perf_counter() - asked
+            self.granted_at = time.perf_counter()  # when the current turn began
+            waited = self.granted_at - asked
             if phases is not None and waited >= MIN_WAIT_S:
                 phases["wait"] = phases.get("wait", 0.0) + waited
             with timed(phases, phase) if phases is not None and phase else nullcontext():
