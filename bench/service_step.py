@@ -64,6 +64,7 @@ def service_path(keys: list[tuple[str, int, int]], budget: int, threads: int) ->
     """A real `sdpo serve`; the sessions are submitted one after another, as the bench runs
     them."""
     from discovery.problems import load_source
+    from sdpo.client import SdpoClient
     from sdpo_serve.embedded import free_port
 
     source = load_source("toy")
@@ -92,11 +93,11 @@ def service_path(keys: list[tuple[str, int, int]], budget: int, threads: int) ->
                     "seed": seed,
                     "budget": {"max_attempts": budget},
                 }
-                created = httpx.post(f"{url}/v1/problems", json=body, timeout=30).json()
-                final = wait_done(url, created["id"])
-                firsts.append(final["first_success_attempt"])
-                steps += len(final["steps"])
-                totals += [s["phase_s"] for s in final["steps"]]
+                with SdpoClient(url) as client:
+                    final = client.wait(client.create_problem(body).id, poll_s=0.2)
+                firsts.append(final.first_success_attempt)
+                steps += len(final.steps)
+                totals += [s.phase_s for s in final.steps]
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
@@ -113,16 +114,6 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} not ready within {timeout_s} s")
-
-
-def wait_done(url: str, problem_id: str, timeout_s: float = 600) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = httpx.get(f"{url}/v1/problems/{problem_id}", timeout=10).json()
-        if state["status"] in ("solved", "exhausted", "failed", "cancelled"):
-            return state
-        time.sleep(0.2)
-    raise TimeoutError(f"problem {problem_id} not done within {timeout_s} s")
 
 
 def main() -> None:

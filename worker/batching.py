@@ -110,14 +110,13 @@ class GenerationBatcher:
         ticked = [q for q in ticked if not q.future.done() and not q.future.get_loop().is_closed()]
         if not ticked:
             return ticked
-        started = time.perf_counter()
+        granted = self.compute.granted_at  # this tick's turn on the model began
         try:
             outcomes = self._outcomes(ticked)
         except Exception as error:  # noqa: BLE001 (a bug of ours: every request hears of it)
             outcomes = [error] * len(ticked)
         ended = time.perf_counter()
-        self.log.add(len(ticked), sum(q.request.n for q in ticked), ended - started)
-        granted = self.compute.granted_at  # this tick's turn on the model began
+        self.log.add(len(ticked), sum(q.request.n for q in ticked), ended - granted)
         for queued, outcome in zip(ticked, outcomes, strict=True):
             queued.outcome, queued.ran = outcome, (granted, ended)
         return ticked

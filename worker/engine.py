@@ -209,7 +209,10 @@ class HFEngine:
         for config, indices in by_config.items():
             group = [requests[i] for i in indices]
             if len(group) == 1:
-                results[indices[0]] = self._generate_one(group[0])
+                r = group[0]
+                results[indices[0]] = self.generate(
+                    r.prompt_ids, r.n, r.config, generator=r.generator, adapter=r.adapter
+                )
                 continue
             rows = RowAdapters(self.twin.model, [r.adapter for r in group])
             with torch.inference_mode(), rows:
@@ -222,9 +225,6 @@ class HFEngine:
             for i, samples in zip(indices, drawn, strict=True):
                 results[i] = samples
         return results
-
-    def _generate_one(self, r: BatchRequest) -> list[Sample]:
-        return self.generate(r.prompt_ids, r.n, r.config, generator=r.generator, adapter=r.adapter)
 
     def sync_adapter(self, adapter: SessionAdapter) -> None:
         """Nothing to do: generation reads the live adapter weights."""

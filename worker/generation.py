@@ -107,14 +107,17 @@ class _Prefilled:
     prompt_lengths: torch.Tensor  # (N,) each row's real prompt length
     mask: torch.Tensor | None  # (N, 1, 1, positions) additive, when prompts were padded
     longest: int  # the padded prompt length
+    uniforms: torch.Tensor  # (N, 1) the first token's
 
 
 def _prefill(
     model: PreTrainedModel, requests: list[Draws], limit: int, rows_kept: RowsKept | None
 ) -> _Prefilled:
     """Run the prompts (left-padded to one length if they differ, each once) and expand their
-    cache to one row per sample."""
+    cache to one row per sample. The first token's uniforms are drawn before, so that their
+    copy to the device waits for nothing."""
     device, prompts = model.device, [r.prompt_ids for r in requests]
+    uniforms = _uniforms(requests, [True] * len(requests), device)
     longest = max(len(p) for p in prompts)
     lengths = torch.tensor([len(p) for p in prompts], device=device)  # (k,)
     padded = any(len(p) != longest for p in prompts)
@@ -147,7 +150,7 @@ def _prefill(
         visible = torch.ones((owner.numel(), longest + limit), dtype=torch.bool, device=device)
         visible[:, :longest] = real[rows]
         mask = additive_mask(visible[:, None, :], model.dtype)
-    return _Prefilled(cache, logits, owner, lengths[rows], mask, longest)
+    return _Prefilled(cache, logits, owner, lengths[rows], mask, longest, uniforms)
 
 
 @torch.no_grad()
@@ -167,11 +170,22 @@ def sample_many(
     and one request computes exactly as `sample` always has. `rows_kept(index)` is told each
     time the batch's rows become `index` of the previous ones (the prompts' rows expanded to
     their samples, finished rows dropped), for per-row state such as per-row adapters."""
+    batch = _prefill(model, requests, config.max_new_tokens, rows_kept)
+    decoded = _decode(model, batch, requests, config, rows_kept)
+    starts = [0, *torch.tensor([r.n for r in requests]).cumsum(0).tolist()]
+    return [decoded[a:b] for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def _decode(
+    model: PreTrainedModel,
+    batch: _Prefilled,
+    requests: list[Draws],
+    config: SamplingConfig,
+    rows_kept: RowsKept | None,
+) -> list[Sample]:
+    """The token loop after the prefill: one row per sample, in request order."""
     device, limit = model.device, config.max_new_tokens
-    drawing = [True] * len(requests)  # a request draws uniforms while any of its rows decodes
-    uniforms = _uniforms(requests, drawing, device)  # (N, 1) for the first token
-    batch = _prefill(model, requests, limit, rows_kept)
-    cache, logits, owner = batch.cache, batch.logits, batch.owner
+    cache, logits, owner, uniforms = batch.cache, batch.logits, batch.owner, batch.uniforms
     total = owner.numel()
     stops = torch.tensor(config.stop_token_ids, device=device)
     tokens = torch.zeros((total, limit), dtype=torch.long, device=device)
@@ -179,6 +193,7 @@ def sample_many(
     lengths = torch.full((total,), limit, dtype=torch.long)
     finished = torch.zeros(total, dtype=torch.bool)
     active = torch.arange(total, device=device)  # original rows still decoding
+    drawing = [True] * len(requests)  # a request draws uniforms while any of its rows decodes
     for t in range(limit):
         step_logprobs = sampling_logprobs(logits, config)  # (a, V)
         next_ids = draw(step_logprobs, uniforms[active])  # (a, 1)
@@ -202,10 +217,10 @@ def sample_many(
         # the next token's uniforms now, while the device is idle after the stop check: their
         # copy to the device then waits for nothing (one host sync per token, not two)
         uniforms = _uniforms(requests, drawing, device)
-        positions = (batch.prompt_lengths[active] + t)[:, None]
         seen = {}
         if batch.mask is not None:
             seen["attention_mask"] = batch.mask[active, ..., : batch.longest + t + 1]
+        positions = (batch.prompt_lengths[active] + t)[:, None]
         out = model(
             input_ids=next_ids,
             past_key_values=cache,
@@ -215,16 +230,12 @@ def sample_many(
         )
         logits = out.logits[:, -1, :]
     tokens, logprobs = tokens.cpu(), logprobs.cpu()
-    samples = [
+    return [
         Sample(
-            tokens[i, : lengths[i]].tolist(),
-            logprobs[i, : lengths[i]].tolist(),
-            finished=bool(finished[i]),
+            tokens[i, : lengths[i]].tolist(), logprobs[i, : lengths[i]].tolist(), bool(finished[i])
         )
         for i in range(total)
     ]
-    starts = [0, *torch.tensor([r.n for r in requests]).cumsum(0).tolist()]
-    return [samples[a:b] for a, b in zip(starts, starts[1:], strict=False)]
 
 
 def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
