@@ -12,9 +12,12 @@ thread, as a worker on a shared CPU would), so machine noise hits them alike. Fo
 prints sessions per minute, attempts per second and the ratio to concurrency 1; sessions per
 generation tick; the phase seconds per attempt (generate: the model's time in ticks, not the
 sum of every session's share); and the SDPO update (teacher + train + sync) against
-generation. It also counts the runs whose attempts are exactly those of concurrency 1 (equal
-attempt digests; co-batched rows may differ in float rounding, which can flip a sampled token)
-and the runs solved, so the speed is not bought with other results.
+generation. The levels above 1 run twice by default: with each SDPO session updated alone
+between the others' turns, and with the sessions ready to learn updated in shared passes
+(worker/joint_update.py, `--joint-update`). It also counts the runs whose attempts are exactly
+those of concurrency 1 (equal attempt digests; co-batched rows may differ in float rounding,
+which can flip a sampled token) and the runs solved, so the speed is not bought with other
+results.
 
 Writes bench/results/worker_throughput.json.
 """
@@ -32,12 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 PHASES = ("generate", "judge", "teacher", "train", "sync", "wait")
 
 
-async def run_level(runtime, source, config, keys: list, concurrency: int) -> dict:
+async def run_level(runtime, source, config, keys: list, level: tuple[int, bool]) -> dict:
     from discovery.run import run_concurrently
 
+    concurrency, joint = level
+    runtime.updates.together = joint
     by_key = {}
-    log = runtime.generations.log
+    log, updates = runtime.generations.log, runtime.updates.log
     ticks, requests, generating = log.ticks, log.requests, log.seconds
+    update_ticks, updated, updating = updates.ticks, updates.requests, updates.seconds
     started = time.perf_counter()
     await run_concurrently(
         runtime, source, replace(config, concurrency=concurrency), keys,
@@ -49,10 +55,16 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
     phases = {p: sum(r.phase_s.get(p, 0.0) for r in runs) for p in PHASES}
     # a shared tick is in every one of its sessions' generate phases: count the model's time
     phases["generate"] = log.seconds - generating
+    # likewise a joint update: the model's update seconds, split as the sessions' phases are
+    learned = phases["teacher"] + phases["train"]
+    for phase in ("teacher", "train"):
+        phases[phase] *= (updates.seconds - updating) / learned if learned else 0.0
     per_tick = (log.requests - requests) / max(log.ticks - ticks, 1)
+    per_update = (updates.requests - updated) / max(updates.ticks - update_ticks, 1)
     update = phases["teacher"] + phases["train"] + phases["sync"]
     return {
         "concurrency": concurrency,
+        "joint_update": joint,
         "wall_s": round(wall, 2),
         "sessions_per_min": round(len(runs) / wall * 60, 2),
         "attempts_per_s": round(attempts / wall, 3),
@@ -61,6 +73,7 @@ async def run_level(runtime, source, config, keys: list, concurrency: int) -> di
         "phase_s_per_attempt": {p: round(v / attempts, 4) for p, v in phases.items()},
         "update_over_generate": round(update / phases["generate"], 3),
         "sessions_per_tick": round(per_tick, 2),
+        "sessions_per_update": round(per_update, 2),
         "digests": [r.attempts_digest for r in runs],
     }
 
@@ -83,7 +96,9 @@ async def main_async(args: argparse.Namespace) -> dict:
     keys = [("sdpo", index, seed) for seed, index in enumerate(problems)]
     settings = Settings(dtype=args.dtype) if args.dtype else None
     runtime = build_runtime("hf", "toy", device=args.device, settings=settings)
-    levels = [await run_level(runtime, source, config, keys, c) for c in args.levels]
+    joint = {"off": [False], "on": [True], "both": [False, True]}[args.joint_update]
+    plan = [(c, j) for j in joint for c in args.levels if c > 1 or j == joint[0]]
+    levels = [await run_level(runtime, source, config, keys, level) for level in plan]
     first, first_digests = levels[0], levels[0]["digests"]
     for level in levels:
         level["speedup"] = round(level["attempts_per_s"] / first["attempts_per_s"], 2)
@@ -102,6 +117,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default=None, help="default: cuda if present, else cpu")
     parser.add_argument("--dtype", default=None, help="default: the model profile's")
+    parser.add_argument(
+        "--joint-update", choices=["off", "on", "both"], default="both",
+        help="update waiting sessions in shared passes (SDPO_WORKER_BATCH_UPDATE); both: the "
+        "levels above 1 run once each way",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/worker_throughput.json")
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
@@ -110,13 +130,16 @@ def main() -> None:
     print(f"{report['sessions']} SDPO sessions (toy hard set), budget {report['budget']}, "
           f"{report['threads']} torch thread(s), one process, {report['device']} "
           f"{report['dtype']}")  # fmt: skip
-    print(f"{'at once':>8}{'wall s':>9}{'sess/min':>10}{'att/s':>8}{'x c=1':>7}{'solved':>8}"
-          f"{'per tick':>9}{'update/gen':>11}  same attempts  phase s per attempt")  # fmt: skip
+    print(f"{'at once':>8}{'joint':>6}{'wall s':>9}{'sess/min':>10}{'att/s':>8}{'x c=1':>7}"
+          f"{'solved':>8}{'per tick':>9}{'per upd':>9}{'update/gen':>11}  same attempts  "
+          "phase s per attempt")  # fmt: skip
     for lv in report["levels"]:
         phases = " ".join(f"{p} {v:.3f}" for p, v in lv["phase_s_per_attempt"].items())
-        print(f"{lv['concurrency']:>8}{lv['wall_s']:>9.1f}{lv['sessions_per_min']:>10.1f}"
+        joint = "on" if lv["joint_update"] else "off"
+        print(f"{lv['concurrency']:>8}{joint:>6}{lv['wall_s']:>9.1f}{lv['sessions_per_min']:>10.1f}"
               f"{lv['attempts_per_s']:>8.2f}{lv['speedup']:>7.2f}{lv['solved']:>8}"
-              f"{lv['sessions_per_tick']:>9.2f}{lv['update_over_generate']:>11.2f}"
+              f"{lv['sessions_per_tick']:>9.2f}{lv['sessions_per_update']:>9.2f}"
+          f"{lv['update_over_generate']:>11.2f}"
               f"  {lv['same_attempts_as_first_level']:>13}  {phases}")  # fmt: skip
 
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check: the `gpu`-marked tests (hf engine and SDPO update on CUDA) and a short SDPO step
 # benchmark, then one worker's throughput with many co-batched sessions (toy model, bf16, up to
-# 32 at once) and how often co-batching changes a sampled token, on a machine with a GPU and no
-# network. Writes everything under $OUT (default ./gpu-check/): summary.txt, pytest.log,
-# gpu_step.json, worker_throughput.json, cobatch_tokens-toy.json.
+# 32 at once, updates in turns and joint), how often co-batching changes a sampled token, and
+# 8 and 32 sessions' joint update against the same updates one by one, on a machine with a GPU
+# and no network. Writes everything under $OUT (default ./gpu-check/): summary.txt,
+# pytest.log, gpu_step.json, worker_throughput.json, cobatch_tokens-toy.json,
+# joint_update-toy-cuda-{8,32}.json.
 #
 # The machine needs python3 with torch (CUDA), numpy and matplotlib. Packages it lacks come as
 # wheels in .whl/ (pydantic, pydantic-settings, transformers 4.x, peft, redis, ...), and a
@@ -66,6 +68,11 @@ python3 bench/worker_throughput.py --device "$DEVICE" --dtype bfloat16 \
   --out "$OUT/worker_throughput.json" 2>&1 | tee "$OUT/throughput.log"
 THROUGHPUT=${PIPESTATUS[0]}
 echo "worker throughput: exit $THROUGHPUT" | tee -a "$SUMMARY"
-tail -4 "$OUT/throughput.log" >>"$SUMMARY"
+tail -7 "$OUT/throughput.log" >>"$SUMMARY"
 python3 bench/cobatch_tokens.py --device "$DEVICE" --out "$OUT" 2>&1 | tee -a "$SUMMARY"
+# Joint updates (bench/joint_update.py): 8 and 32 sessions, bf16.
+for sessions in 8 32; do
+  python3 bench/joint_update.py --device "$DEVICE" --dtype bfloat16 --sessions "$sessions" \
+    --out "$OUT" 2>&1 | tee -a "$SUMMARY"
+done
 exit $((TESTS || BENCH || THROUGHPUT))

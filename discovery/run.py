@@ -230,6 +230,10 @@ async def _run_all(
             if (log := runtime.generations.log).ticks:
                 progress(f"generation: {log.ticks} ticks, {log.requests / log.ticks:.2f} "
                          "sessions per tick")  # fmt: skip
+            if (log := runtime.updates.log).ticks:
+                joint = "shared passes" if runtime.updates.together else "one by one"
+                progress(f"updates: {log.ticks} ticks, {log.requests / log.ticks:.2f} "
+                         f"sessions per tick ({joint})")  # fmt: skip
         else:
             await _run_parallel(config, plan, jobs, done)
     return runs

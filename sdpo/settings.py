@@ -171,6 +171,14 @@ class Settings(BaseSettings):
         "would as the worker's only one (co-batched rows can differ in float rounding, which "
         "can flip a sampled token), at the cost of throughput.",
     )
+    worker_batch_update: bool | None = Field(
+        None,
+        description="Update the SDPO sessions of a worker that are ready to learn together: "
+        "one teacher pass and one forward and backward per row group for all of them, each "
+        "row with its session's adapter, each session with its own optimizer. Off: each "
+        "alone, bit for bit as the worker's only session. Empty: on a GPU only (on the CPU, "
+        "where compute is the bound, shared passes save nothing).",
+    )
     worker_memory_gb: float | None = Field(
         None,
         gt=0,

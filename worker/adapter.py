@@ -9,10 +9,12 @@ compute lock, `strategies.base.Runtime.compute`), never computing at once. Best-
 multi-turn sample from the bare base (the engine's generation twin, or `disable_adapter`).
 
 Why peft's named adapters for training, scoring and checkpoints: they keep the adapter in the
-format peft and vLLM read (vLLM serves it as a LoRARequest), and a session trains exactly as it
-would alone. Sampling is where sessions share forward passes: the hf engine applies each
-session's factors (`lora_factors`) per row on a plain copy of the base (worker/engine.py,
-RowAdapters), so the peft model is never asked to mix adapters in one batch.
+format peft and vLLM read (vLLM serves it as a LoRARequest), and a lone session trains exactly
+as it always has. Where sessions share forward passes, each session's factors
+(`lora_factors`, `student_factors`, `teacher_factors`) are applied per row by hooks
+(worker/row_adapters.py): on a plain copy of the base for sampling (the hf engine), and on the
+peft model with its adapters switched off for a joint update (worker/joint_update.py), so
+the peft model is never asked to mix adapters in one batch.
 
 The adapter is fresh for every session and removed again with `close()`; when the last one
 goes, the peft wrapping is removed too, which leaves the base model exactly as it was. The EMA
@@ -38,6 +40,9 @@ from sdpo.params import SDPOParams
 STUDENT = "student"  # the names checkpoints use
 TEACHER = "teacher"
 PEFT_PREFIX = "base_model.model."  # peft's module names: this, then the base model's own
+
+# A LoRA's factors per adapted layer, by the layer's name in the base model: (A, B, scaling)
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor, float]]
 
 
 class AdapterHost:
@@ -162,15 +167,32 @@ class SessionAdapter:
             t.lerp_(s, rate)
 
     @torch.no_grad()
-    def lora_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    def lora_factors(self) -> Factors:
         """(A, B, scaling) of every layer the student adapts, by the layer's name in the base
-        model: the layer computes W x + scaling * B A x. A (r, in) and B (out, r), in float32."""
-        factors, student = {}, self.student
-        for name, module in self.model.named_modules():
-            if not isinstance(module, LoraLayer) or student not in module.lora_A:
-                continue
-            a, b = module.lora_A[student].weight.float(), module.lora_B[student].weight.float()
-            factors[name.removeprefix(PEFT_PREFIX)] = (a, b, module.scaling[student])
+        model: the layer computes W x + scaling * B A x. A (r, in) and B (out, r), in float32,
+        detached (for sampling)."""
+        return {n: (a.float(), b.float(), s) for n, (a, b, s) in self.student_factors().items()}
+
+    def student_factors(self) -> Factors:
+        """The student's (A, B, scaling) per adapted layer: its live parameters, which a
+        forward pass through them trains (worker/joint_update.py)."""
+        return self._factors(self.student)
+
+    def teacher_factors(self) -> Factors | None:
+        """The teacher's (A, B, scaling): the EMA adapter's, the student's own for a live
+        teacher, None for the bare base model."""
+        if self.teacher_kind == "base":
+            return None
+        return self._factors(self.teacher_name or self.student)
+
+    def _factors(self, adapter: str) -> Factors:
+        if self.host.peft is None or adapter not in self.host.peft.peft_config:
+            raise ValueError(f"adapter {adapter} was closed")
+        factors = {}
+        for name, module in self.host.peft.named_modules():
+            if isinstance(module, LoraLayer) and adapter in module.lora_A:
+                a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+                factors[name.removeprefix(PEFT_PREFIX)] = (a, b, module.scaling[adapter])
         return factors
 
     @torch.no_grad()

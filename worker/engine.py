@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 from .adapter import SessionAdapter
 from .generation import Draws, Sample, SamplingConfig, sample, sample_many
 from .model import LoadedModel
+from .row_adapters import RowAdapters
 
 
 class EngineUnavailable(RuntimeError):
@@ -98,62 +99,6 @@ class GenerationTwin:
                 modules[name].weight = weight
 
 
-class RowAdapters:
-    """Per-row LoRA on the generation twin, the S-LoRA/Punica idea in plain torch: every layer
-    that some request's adapter adapts gets a forward hook that adds (x A_i^T)(s B_i)^T to the
-    rows of request i. A batch keeps each request's rows together and in order (sample_many
-    only ever drops rows), so request i's rows are one slice of the batch: two small matmuls
-    on a view per adapted request and layer, nothing for rows on the base model. Rows of
-    different sessions thus share each forward pass, and the base weights are read once per
-    token for all of them. Use as a context manager; `rows_kept` follows the batch's rows as
-    sample_many drops them."""
-
-    def __init__(self, model: PreTrainedModel, adapters: list[SessionAdapter | None]) -> None:
-        self.model = model
-        # layer -> request -> (A^T (in, r), scaling * B^T (r, out)), in the layer's dtype
-        self.factors: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = defaultdict(dict)
-        modules = dict(model.named_modules())
-        for request, adapter in enumerate(adapters):
-            for name, (a, b, scaling) in (adapter.lora_factors() if adapter else {}).items():
-                dtype = modules[name].weight.dtype
-                self.factors[name][request] = (a.T.to(dtype), (b * scaling).T.to(dtype))
-        self.rows = torch.arange(len(adapters))  # the request of each row (on the host)
-        self.slices = self._slices()
-        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-
-    def rows_kept(self, index: torch.Tensor) -> None:
-        self.rows = self.rows[index.cpu()]
-        self.slices = self._slices()
-
-    def _slices(self) -> list[tuple[int, slice]]:
-        requests, counts = torch.unique_consecutive(self.rows, return_counts=True)
-        ends = counts.cumsum(0).tolist()
-        starts = [0, *ends[:-1]]
-        return [(r, slice(a, b)) for r, a, b in zip(requests.tolist(), starts, ends, strict=True)]
-
-    def __enter__(self) -> RowAdapters:
-        modules = dict(self.model.named_modules())
-        for name, per_request in self.factors.items():
-            self._hooks.append(modules[name].register_forward_hook(self._hook(per_request)))
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks.clear()
-
-    def _hook(self, per_request: dict[int, tuple[torch.Tensor, torch.Tensor]]):  # noqa: ANN202
-        def add_delta(_: torch.nn.Module, inputs: tuple[torch.Tensor], out: torch.Tensor):  # noqa: ANN202
-            x = inputs[0]  # (rows, T, in)
-            for request, rows in self.slices:
-                if request in per_request:
-                    a, b = per_request[request]
-                    out[rows] += (x[rows] @ a) @ b
-            return out
-
-        return add_delta
-
-
 def merged_fits(adapter: SessionAdapter) -> bool:
     """A merged copy is worth its memory: on the CPU, or when it takes under a quarter of the
     GPU's free memory (many sessions at once on a GPU is the vllm engine's job)."""
@@ -214,7 +159,8 @@ class HFEngine:
                     r.prompt_ids, r.n, r.config, generator=r.generator, adapter=r.adapter
                 )
                 continue
-            rows = RowAdapters(self.twin.model, [r.adapter for r in group])
+            factors = [r.adapter.lora_factors() if r.adapter else None for r in group]
+            rows = RowAdapters(self.twin.model, factors)
             with torch.inference_mode(), rows:
                 drawn = sample_many(
                     self.twin.model,

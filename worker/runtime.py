@@ -48,4 +48,9 @@ def build_runtime(
         sandbox=Sandbox(),
         param_overrides=dict(settings.params),
         batch_generation=settings.worker_batch_generation,
+        batch_update=(
+            settings.worker_batch_update
+            if settings.worker_batch_update is not None
+            else torch.device(device).type == "cuda"
+        ),
     )

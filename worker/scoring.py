@@ -13,15 +13,20 @@ the problem plus feedback). Two things keep this cheap for real models:
   materialises for a whole batch.
 
 Rows are right-padded: under causal attention a real token never sees the padding after it,
-so no attention mask is needed.
+so no attention mask is needed. Rows of several sessions in one batch (`requests_hidden`, for
+joint updates) share a head per session, each computed with that session's adapter; their
+heads are left-padded, and a mask hides that padding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+from .generation import additive_mask
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,87 @@ def attempt_hidden(
     picked = hidden[rows_t, index_t]  # (N, H)
     token_positions = torch.cat([torch.arange(len(a)) for a in attempts]).to(device)
     return ScoredTokens(hidden=picked, rows=rows_t, positions=token_positions)
+
+
+def requests_hidden(
+    model: PreTrainedModel,
+    owners: list[int],
+    contexts: list[list[int]],
+    attempts: list[list[int]],
+    rows_kept: Callable[[torch.Tensor], None],
+) -> torch.Tensor:
+    """`attempt_hidden` for the rows of several requests (sessions) in one batch, each row
+    computed with its request's adapter: (N, H) packed row by row.
+
+    `owners[i]` is row i's request; a request's rows are consecutive. Each request's rows
+    share their own head, whose cache depends on the request's adapter: the heads run as one
+    left-padded batch (one row per request), their cache is expanded to the rows, and the
+    rows' rests run right-padded after it, with a 4D mask hiding the heads' padding.
+    `rows_kept(index)` is told when the batch's rows become `index` of the previous ones
+    (first the requests' head rows, then every row), as per-row adapters need."""
+    decoder, device = model.get_decoder(), model.device
+    requests, counts = torch.unique_consecutive(torch.tensor(owners), return_counts=True)
+    firsts = [0, *counts.cumsum(0).tolist()[:-1]]
+    heads = [  # each request's shared head
+        contexts[a][: common_prefix(contexts[a : a + n])]
+        for a, n in zip(firsts, counts.tolist(), strict=True)
+    ]
+    head_of_row = torch.repeat_interleave(torch.arange(len(heads)), counts)  # (B,)
+    own = [len(heads[h]) for h in head_of_row.tolist()]
+    rows_kept(requests)
+    cache, real = _run_heads(decoder, heads, head_of_row)
+    rows_kept(head_of_row)
+    rests = [c[h:] + a for c, h, a in zip(contexts, own, attempts, strict=True)]
+    width = max(len(r) for r in rests)
+    ids = torch.zeros((len(rests), width), dtype=torch.long)
+    for i, rest in enumerate(rests):
+        ids[i, : len(rest)] = torch.tensor(rest)
+    positions = torch.tensor(own, device=device)[:, None] + torch.arange(width, device=device)
+    extra = {}
+    if cache is not None:
+        causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+        seen = real[head_of_row.to(device)][:, None, :].expand(-1, width, -1)  # (B, W, P)
+        visible = torch.cat([seen, causal[None].expand(len(rests), -1, -1)], dim=-1)
+        extra = {"attention_mask": additive_mask(visible, decoder.dtype)}
+    out = decoder(
+        input_ids=ids.to(device),
+        past_key_values=cache,
+        use_cache=cache is not None,
+        position_ids=positions,
+        **extra,
+    )
+    index = [  # the position that predicts each attempt token
+        (i, len(c) - h - 1 + t)
+        for i, (c, h, a) in enumerate(zip(contexts, own, attempts, strict=True))
+        for t in range(len(a))
+    ]
+    rows_t, index_t = torch.tensor(index, device=device).unbind(-1)
+    return out.last_hidden_state[rows_t, index_t]
+
+
+def _run_heads(
+    decoder: torch.nn.Module, heads: list[list[int]], head_of_row: torch.Tensor
+) -> tuple[DynamicCache | None, torch.Tensor | None]:
+    """The heads as one left-padded batch; returns their cache expanded to the rows (None when
+    no request has a head) and which of the P padded head positions are real, (k, P)."""
+    longest = max(len(h) for h in heads)
+    if longest == 0:
+        return None, None
+    device = decoder.device
+    lengths = torch.tensor([len(h) for h in heads], device=device)
+    real = torch.arange(longest, device=device) >= (longest - lengths)[:, None]  # (k, P)
+    ids = torch.tensor([[0] * (longest - len(h)) + h for h in heads], device=device)
+    causal = torch.ones((longest, longest), dtype=torch.bool, device=device).tril()
+    cache = DynamicCache()
+    decoder(
+        input_ids=ids,
+        past_key_values=cache,
+        use_cache=True,
+        attention_mask=additive_mask(causal[None] & real[:, None, :], decoder.dtype),
+        position_ids=(real.long().cumsum(-1) - 1).clamp(min=0),
+    )
+    cache.batch_select_indices(head_of_row.to(device))
+    return cache, real
 
 
 def output_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:

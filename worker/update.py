@@ -168,14 +168,16 @@ def loss_metrics(setup: LossSetup, terms: LossTerms) -> dict[str, float]:
     return metrics
 
 
-def row_groups(batch: DistillBatch, tokens_per_pass: int) -> list[range]:
-    """Consecutive rows whose padded student pass holds at most `tokens_per_pass` tokens (at
-    least one row each): rows x the widest row's context rest plus attempt."""
-    shared = common_prefix(batch.student_contexts)
-    widths = [
-        len(c) - shared + len(a)
-        for c, a in zip(batch.student_contexts, batch.attempts, strict=True)
-    ]
+def pass_widths(contexts: list[list[int]], attempts: list[list[int]]) -> list[int]:
+    """Each row's width in a scoring pass that shares the rows' common head: the rest of its
+    context plus its attempt."""
+    shared = common_prefix(contexts)
+    return [len(c) - shared + len(a) for c, a in zip(contexts, attempts, strict=True)]
+
+
+def groups_of_widths(widths: list[int], tokens_per_pass: int) -> list[range]:
+    """Consecutive rows whose padded pass (rows x the widest row) holds at most
+    `tokens_per_pass` tokens, at least one row each."""
     groups, start, widest = [], 0, 0
     for i, width in enumerate(widths):
         if i > start and (i - start + 1) * max(widest, width) > tokens_per_pass:
@@ -184,6 +186,12 @@ def row_groups(batch: DistillBatch, tokens_per_pass: int) -> list[range]:
         widest = max(widest, width)
     groups.append(range(start, len(widths)))
     return groups
+
+
+def row_groups(batch: DistillBatch, tokens_per_pass: int) -> list[range]:
+    """The batch's student rows in passes of at most `tokens_per_pass` tokens."""
+    widths = pass_widths(batch.student_contexts, batch.attempts)
+    return groups_of_widths(widths, tokens_per_pass)
 
 
 def _student_backward(
@@ -216,6 +224,17 @@ def _student_backward(
     return LossTerms(torch.tensor(total), torch.cat(divergences), torch.cat(ratios))
 
 
+def optimizer_step(
+    adapter: SessionAdapter, optimizer: torch.optim.Optimizer, params: SDPOParams
+) -> torch.Tensor:
+    """Clip the student's gradients, step, and move the EMA teacher; returns the gradient norm
+    before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(adapter.student_params(), params.max_grad_norm)
+    optimizer.step()
+    adapter.update_teacher(params.teacher_update_rate)
+    return norm
+
+
 def distill(
     adapter: SessionAdapter,
     optimizer: torch.optim.Optimizer,
@@ -237,9 +256,7 @@ def distill(
         optimizer.zero_grad(set_to_none=True)
         terms = _student_backward(setup, batch, teacher, sampled, groups)
         loss, metrics = terms.weighted_sum / n, loss_metrics(setup, terms)
-        norm = torch.nn.utils.clip_grad_norm_(adapter.student_params(), params.max_grad_norm)
-        optimizer.step()
-        adapter.update_teacher(params.teacher_update_rate)
+        norm = optimizer_step(adapter, optimizer, params)
         losses.append(float(loss.detach()))
         divergences.append(metrics["mean_divergence"])
         grad_norms.append(float(norm))

@@ -25,6 +25,7 @@ from discovery.problems import load_source, toy_source
 from discovery.run import DiscoveryConfig, model_folder, run_discovery
 from problemsets.toy import toy_problems
 from sdpo.problem_set import write_problem_set
+from sdpo.settings import get_settings
 from sdpo_serve import (
     cli_bench,  # not the command itself: pytest would collect `bench_hardset` and run it
 )
@@ -245,12 +246,24 @@ def test_a_stopped_benchmark_resumes_with_only_its_missing_runs(toy_runtime, tmp
         asyncio.run(run_discovery(replace(config, resume=True, budget=3), progress=print))
 
 
-def test_sessions_run_at_once_sample_together_and_match_the_sequential_runs(toy_runtime, tmp_path):
-    """--concurrency 4: the three strategies' sessions share generation ticks on one model.
+def test_sessions_run_at_once_sample_together_and_match_the_sequential_runs(
+    toy_runtime, tmp_path, monkeypatch
+):
+    """--concurrency 4: the three strategies' sessions share generation ticks on one model,
+    and the SDPO sessions ready to learn share update passes (SDPO_WORKER_BATCH_UPDATE on).
     Co-batched rows draw the same random numbers as alone and differ only in float rounding:
     best-of-k and multi-turn runs sample exactly their sequential attempts (their sampler
     log-probs feed nothing), every run spends the same budget, and SDPO runs, whose loss reads
-    the sampler log-probs, may drift after their first update."""
+    the sampler log-probs and whose updates share passes, may drift after their first update."""
+    monkeypatch.setenv("SDPO_WORKER_BATCH_UPDATE", "true")
+    get_settings.cache_clear()
+    try:
+        _run_at_once_and_alone(toy_runtime, tmp_path)
+    finally:
+        get_settings.cache_clear()
+
+
+def _run_at_once_and_alone(toy_runtime, tmp_path) -> None:
     _, _, config = _toy_benchmark(toy_runtime, tmp_path, 2)
     sampling = {"num_generations": 2}
     config = replace(
@@ -269,6 +282,10 @@ def test_sessions_run_at_once_sample_together_and_match_the_sequential_runs(toy_
     ticks = {k: [x for x in lines if x.startswith("generation:")] for k, lines in said.items()}
     per_tick = {k: float(lines[0].split(", ")[-1].split()[0]) for k, lines in ticks.items()}
     assert per_tick["alone"] == 1.0 and per_tick["together"] > 1.0  # co-batched
+    updates = {k: [x for x in lines if x.startswith("updates:")][0] for k, lines in said.items()}
+    per_update = {k: float(line.split(", ")[-1].split()[0]) for k, line in updates.items()}
+    assert per_update["alone"] == 1.0 and per_update["together"] > 1.0  # updated together
+    assert "(shared passes)" in updates["together"]
     key = itemgetter("strategy", "problem", "seed")
     assert [key(r) for r in together["runs"]] == [key(r) for r in alone["runs"]]
     for run, solo in zip(together["runs"], alone["runs"], strict=True):

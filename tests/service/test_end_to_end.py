@@ -30,9 +30,11 @@ def cluster(tmp_path_factory, tiny_model_dir):
         SDPO_MODEL=str(tiny_model_dir),
         SDPO_CHECKPOINT_DIR=str(folder / "checkpoints"),
         SDPO_WORKER_MAX_SESSIONS="8",
-        # sessions sampled one by one: a resumed SDPO session can then be compared bit for bit
-        # with a reference run beside other sessions (co-batched rows differ in float rounding)
+        # sessions sampled and updated one by one: a resumed SDPO session can then be compared
+        # bit for bit with a reference run beside other sessions (co-batched rows differ in
+        # float rounding)
         SDPO_WORKER_BATCH_GENERATION="false",
+        SDPO_WORKER_BATCH_UPDATE="false",
         **WORKER_ENV,
     )
     cluster = Cluster(server.url, env, log_dir=folder)

@@ -16,7 +16,7 @@ from sandbox import Sandbox, Spec
 from sdpo.params import SamplingParams
 
 from ..adapter import SessionAdapter
-from ..batching import GenerationBatcher
+from ..batching import GenerationBatcher, UpdateBatcher
 from ..compute import ComputeTurns
 from ..engine import BatchRequest, Engine
 from ..generation import Sample, SamplingConfig
@@ -50,18 +50,22 @@ class Problem:
 class Runtime:
     """What a worker shares between sessions: the engine (and its model), the sandbox, the
     operator's parameter defaults (SDPO_PARAMS), which override the model profile's, the
-    sessions' turns on the model (`compute`: all model work goes through it) and the scheduler
-    that samples every ready session's batch in one engine call (`generations`)."""
+    sessions' turns on the model (`compute`: all model work goes through it), the scheduler
+    that samples every ready session's batch in one engine call (`generations`) and the one
+    that updates every SDPO session ready to learn in shared passes (`updates`)."""
 
     engine: Engine
     sandbox: Sandbox
     param_overrides: dict[str, Any] = field(default_factory=dict)
     compute: ComputeTurns = field(default_factory=ComputeTurns)
     batch_generation: bool = True  # SDPO_WORKER_BATCH_GENERATION
+    batch_update: bool = True  # SDPO_WORKER_BATCH_UPDATE
     generations: GenerationBatcher = field(init=False)
+    updates: UpdateBatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.generations = GenerationBatcher(self.engine, self.compute, self.batch_generation)
+        self.updates = UpdateBatcher(self.compute, self.batch_update)
 
 
 class Strategy:
@@ -77,6 +81,7 @@ class Strategy:
         self.engine = runtime.engine
         self.compute = runtime.compute
         self.generations = runtime.generations
+        self.updates = runtime.updates
         self.loaded = runtime.engine.loaded
         self.judge = Judge(runtime.sandbox, problem.verifier)
         self.generator = torch.Generator().manual_seed(seed)

@@ -12,10 +12,11 @@ from typing import Any
 from sdpo.params import SDPOParams
 
 from ..adapter import SessionAdapter
+from ..joint_update import UpdateRequest
 from ..prompts import fit_teacher_prompt, teacher_prompt
 from ..records import Attempt, StepRecord
 from ..timing import timed
-from ..update import DistillBatch, distill, make_optimizer, teacher_hidden
+from ..update import DistillBatch, make_optimizer
 from .base import Strategy
 
 MIN_FEEDBACK_TOKENS = 16  # below this, a teacher prompt could not show any useful feedback
@@ -38,13 +39,8 @@ class SDPO(Strategy):
         phases = record.phase_s
         with timed(phases, "teacher"):
             batch = self._distill_batch(record.attempts)
-        teacher = await self.compute.run(
-            teacher_hidden, self.adapter, batch, phases=phases, phase="teacher"
-        )
-        metrics = await self.compute.run(
-            distill, self.adapter, self.optimizer, batch, teacher, self.params,
-            phases=phases, phase="train",
-        )  # fmt: skip
+        request = UpdateRequest(self.adapter, self.optimizer, batch, self.params)
+        metrics = await self.updates.update(request, phases=phases)
         record.metrics.update(metrics, feedback_truncated=batch.feedback_truncated)
         await self.compute.run(self.engine.sync_adapter, self.adapter, phases=phases, phase="sync")
 
