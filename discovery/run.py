@@ -51,13 +51,14 @@ class DiscoveryConfig:
     hard_set: Path | None = None  # None: find_hard_set(model, problem_set)
     jobs: int | None = None  # processes; None = one per core on the CPU, 1 on a GPU
     concurrency: int = 1  # sessions at once in one process, taking turns as in a worker
+    threads: int | None = None  # torch threads of a one-process run; None: torch's default
     temperature: float | None = None  # every strategy's; None: the hard set's screen's
     report_only: bool = False  # report what runs.jsonl holds instead of running
     resume: bool = False  # keep the runs a stopped run of the same config logged; run the rest
 
     def identity(self) -> dict:
         """What decides the runs' results: a run may only resume a stopped run of the same."""
-        skip = {"out", "jobs", "concurrency", "report_only", "resume"}  # same runs either way
+        skip = {"out", "jobs", "concurrency", "threads", "report_only", "resume"}  # same runs
         fields = {k: v for k, v in asdict(self).items() if k not in skip}
         return json.loads(json.dumps(fields, default=str))  # as run_config.json stores it
 
@@ -225,6 +226,10 @@ async def _run_all(
 
         jobs = resolved_jobs(config)
         if jobs == 1:
+            if config.threads:
+                import torch
+
+                torch.set_num_threads(config.threads)
             runtime = build_runtime(config.engine, config.model)
             await run_concurrently(runtime, source, config, plan, done)
             if (log := runtime.generations.log).ticks:

@@ -182,10 +182,19 @@ def bench_discovery(
         int,
         typer.Option(
             help="Sessions at once in one process, sharing the model as a worker's sessions "
-            "do: their generations batched together, their updates in turns (implies --jobs 1).",
+            "do: their generations batched together, their updates in turns or, with "
+            "SDPO_WORKER_BATCH_UPDATE=true, in shared passes (implies --jobs 1).",
             min=1,
         ),
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Torch threads of a one-process run (--jobs 1 or --concurrency); default: "
+            "torch's, one per core. Processes of --jobs > 1 use 1 each.",
+            min=1,
+        ),
+    ] = None,
     report_only: Annotated[
         bool,
         typer.Option(
@@ -227,6 +236,7 @@ def bench_discovery(
         hard_set=hard_set,
         jobs=jobs,
         concurrency=concurrency,
+        threads=threads,
         report_only=report_only,
         resume=resume,
     )

@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from operator import itemgetter
 
 import pytest
+import torch
 
 from discovery.hardset import (
     TOY_HARDSET_FILE,
@@ -250,17 +251,20 @@ def test_sessions_run_at_once_sample_together_and_match_the_sequential_runs(
     toy_runtime, tmp_path, monkeypatch
 ):
     """--concurrency 4: the three strategies' sessions share generation ticks on one model,
-    and the SDPO sessions ready to learn share update passes (SDPO_WORKER_BATCH_UPDATE on).
+    and SDPO sessions ready to learn at once would share update passes (SDPO_WORKER_BATCH_UPDATE
+    on).
     Co-batched rows draw the same random numbers as alone and differ only in float rounding:
     best-of-k and multi-turn runs sample exactly their sequential attempts (their sampler
     log-probs feed nothing), every run spends the same budget, and SDPO runs, whose loss reads
     the sampler log-probs and whose updates share passes, may drift after their first update."""
     monkeypatch.setenv("SDPO_WORKER_BATCH_UPDATE", "true")
     get_settings.cache_clear()
+    threads = torch.get_num_threads()
     try:
         _run_at_once_and_alone(toy_runtime, tmp_path)
     finally:
         get_settings.cache_clear()
+        torch.set_num_threads(threads)
 
 
 def _run_at_once_and_alone(toy_runtime, tmp_path) -> None:
@@ -276,15 +280,18 @@ def _run_at_once_and_alone(toy_runtime, tmp_path) -> None:
     )  # fmt: skip
     said = {"alone": [], "together": []}
     alone = asyncio.run(run_discovery(config, progress=said["alone"].append))
-    config = replace(config, out=tmp_path / "together", concurrency=4)
+    config = replace(config, out=tmp_path / "together", concurrency=4, threads=1)
     together = asyncio.run(run_discovery(config, progress=said["together"].append))
+    assert torch.get_num_threads() == 1  # --threads
     assert (together["jobs"], together["concurrency"]) == (1, 4)
     ticks = {k: [x for x in lines if x.startswith("generation:")] for k, lines in said.items()}
     per_tick = {k: float(lines[0].split(", ")[-1].split()[0]) for k, lines in ticks.items()}
     assert per_tick["alone"] == 1.0 and per_tick["together"] > 1.0  # co-batched
     updates = {k: [x for x in lines if x.startswith("updates:")][0] for k, lines in said.items()}
     per_update = {k: float(line.split(", ")[-1].split()[0]) for k, line in updates.items()}
-    assert per_update["alone"] == 1.0 and per_update["together"] > 1.0  # updated together
+    # whether two SDPO sessions ask for their updates at once depends on judging times, so
+    # only the mode is asserted here; tests/worker/test_joint_update.py makes them coincide
+    assert per_update["alone"] == 1.0 and per_update["together"] >= 1.0
     assert "(shared passes)" in updates["together"]
     key = itemgetter("strategy", "problem", "seed")
     assert [key(r) for r in together["runs"]] == [key(r) for r in alone["runs"]]
