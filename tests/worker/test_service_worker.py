@@ -23,6 +23,7 @@ from sdpo.store import (
 )
 from worker.memory import params_footprint
 from worker.service_worker import (
+    LeaseLost,
     Running,
     SessionRun,
     WorkerContext,
@@ -82,6 +83,25 @@ async def test_a_worker_that_lost_its_lease_acknowledges_nothing(make_ctx, redis
     assert (state.status, state.lease) == ("running", holder.state.lease)
     assert await new.queue.pending() == 1  # the new holder's job is still there
     assert await new.store.finish(sid, holder.state.lease, "exhausted")
+
+
+async def test_a_late_step_of_a_lost_lease_leaves_no_folder_behind(make_ctx, tmp_path):
+    """A worker paused past its lease (chaos SIGSTOPs workers) while another ran the session to
+    its end and deleted its checkpoints: the step it then commits writes a checkpoint before
+    the store refuses it. That folder is deleted again, since no worker will ever drop this
+    session's job again; the worker still acknowledges nothing."""
+    old, new = make_ctx("old"), make_ctx("new")
+    sid = await _queued(old)
+    job = await old.queue.read("old", 100)
+    stale = await old.store.claim(sid, job.id, "old")
+    assert (await new.queue.reclaim("new", 0)).id == job.id
+    holder = await new.store.claim(sid, job.id, "new")
+    assert await new.store.finish(sid, holder.state.lease, "exhausted")
+    await new.queue.done(job)
+    with pytest.raises(LeaseLost):
+        await SessionRun(old, Running(job), stale).run()
+    assert not (tmp_path / sid).exists()
+    assert (await new.store.get(sid)).status == "exhausted"
 
 
 async def test_a_session_that_cannot_be_built_fails_alone(make_ctx, redis):
