@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+import torch
+
 from sdpo.settings import get_settings
 from worker.catalogue import resolve_model
 from worker.loop import Budget, run_session
@@ -227,8 +229,6 @@ async def _run_all(
         jobs = resolved_jobs(config)
         if jobs == 1:
             if config.threads:
-                import torch
-
                 torch.set_num_threads(config.threads)
             runtime = build_runtime(config.engine, config.model)
             await run_concurrently(runtime, source, config, plan, done)

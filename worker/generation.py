@@ -110,6 +110,34 @@ class _Prefilled:
     uniforms: torch.Tensor  # (N, 1) the first token's
 
 
+@dataclass(frozen=True)
+class LeftPadded:
+    """Prompts of different lengths as one batch, padded on the left, so that every prompt's
+    last token is in the last column."""
+
+    ids: torch.Tensor  # (k, P)
+    lengths: torch.Tensor  # (k,)
+    real: torch.Tensor  # (k, P) the positions that hold a prompt token
+    padded: bool  # some prompt is shorter than P
+
+    @classmethod
+    def of(cls, prompts: list[list[int]], device: torch.device) -> LeftPadded:
+        longest = max(len(p) for p in prompts)
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        ids = torch.tensor([[0] * (longest - len(p)) + p for p in prompts], device=device)
+        real = torch.arange(longest, device=device) >= (longest - lengths)[:, None]
+        return cls(ids, lengths, real, any(len(p) != longest for p in prompts))
+
+    def inputs(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The attention mask (causal, padding hidden) and the positions within each prompt."""
+        longest = self.ids.shape[1]
+        causal = torch.ones((longest, longest), dtype=torch.bool, device=self.ids.device).tril()
+        return {
+            "attention_mask": additive_mask(causal[None] & self.real[:, None, :], dtype),
+            "position_ids": (self.real.long().cumsum(-1) - 1).clamp(min=0),
+        }
+
+
 def _prefill(
     model: PreTrainedModel, requests: list[Draws], limit: int, rows_kept: RowsKept | None
 ) -> _Prefilled:
@@ -118,21 +146,14 @@ def _prefill(
     copy to the device waits for nothing."""
     device, prompts = model.device, [r.prompt_ids for r in requests]
     uniforms = _uniforms(requests, [True] * len(requests), device)
-    longest = max(len(p) for p in prompts)
-    lengths = torch.tensor([len(p) for p in prompts], device=device)  # (k,)
-    padded = any(len(p) != longest for p in prompts)
-    ids = torch.tensor([[0] * (longest - len(p)) + p for p in prompts], device=device)
+    batch = LeftPadded.of(prompts, device)
+    longest = batch.ids.shape[1]
     cache = new_cache(model.config, longest + limit)
-    extra: dict[str, torch.Tensor] = {}
-    if padded:
-        real = torch.arange(longest, device=device) >= (longest - lengths)[:, None]  # (k, P)
-        causal = torch.ones((longest, longest), dtype=torch.bool, device=device).tril()
-        extra = {
-            "attention_mask": additive_mask(causal[None] & real[:, None, :], model.dtype),
-            "position_ids": (real.long().cumsum(-1) - 1).clamp(min=0),
-        }
+    extra = batch.inputs(model.dtype) if batch.padded else {}
     # only the last position's logits: multi-turn prompts run to hundreds of tokens
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+    out = model(
+        input_ids=batch.ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra
+    )
     counts = torch.tensor([r.n for r in requests])
     owner = torch.repeat_interleave(torch.arange(len(prompts)), counts)  # (N,)
     rows = owner.to(device)
@@ -146,11 +167,11 @@ def _prefill(
     if rows_kept is not None:
         rows_kept(rows)
     mask = None
-    if padded:
+    if batch.padded:
         visible = torch.ones((owner.numel(), longest + limit), dtype=torch.bool, device=device)
-        visible[:, :longest] = real[rows]
+        visible[:, :longest] = batch.real[rows]
         mask = additive_mask(visible[:, None, :], model.dtype)
-    return _Prefilled(cache, logits, owner, lengths[rows], mask, longest, uniforms)
+    return _Prefilled(cache, logits, owner, batch.lengths[rows], mask, longest, uniforms)
 
 
 @torch.no_grad()

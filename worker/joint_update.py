@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import torch
+from peft.tuners.lora import LoraLayer
 
 from sdpo.params import SDPOParams
 from sdpo.settings import get_settings
@@ -36,6 +37,7 @@ from .update import (
     DistillBatch,
     LossSetup,
     LossTerms,
+    StepHistory,
     chunk_size,
     chunked_terms,
     distill,
@@ -84,17 +86,14 @@ def solo_update(request: UpdateRequest) -> UpdateResult:
 
 
 def can_join(requests: list[UpdateRequest]) -> bool:
-    """The requests can share passes: one adapter host, and only decoder layers adapted."""
-    hosts = {id(r.adapter.host) for r in requests}
-    if len(hosts) != 1:
+    """The requests can share passes: one adapter host, every adapter still open, and the
+    output layer not adapted (its logits are computed on packed tokens, not per row)."""
+    if len({id(r.adapter.host) for r in requests}) != 1:
         return False
-    try:
-        names = [name for r in requests for name in r.adapter.student_factors()]
-    except ValueError:  # an adapter was closed: each request runs (and fails) alone
-        return False
-    base = requests[0].adapter.host.base
-    decoder = next(n for n, m in base.named_modules() if m is base.get_decoder())
-    return all(name.startswith(f"{decoder}.") for name in names)
+    peft = requests[0].adapter.host.peft
+    if peft is None or any(r.adapter.student not in peft.peft_config for r in requests):
+        return False  # a closed adapter: each request runs (and fails) alone
+    return not isinstance(peft.get_output_embeddings(), LoraLayer)
 
 
 @dataclass(frozen=True)
@@ -227,54 +226,42 @@ def _train(
         )
         for r, teacher in zip(requests, teachers, strict=True)
     ]
-    history: list[dict[str, list[float]]] = [
-        {"loss": [], "divergence": [], "grad_norm": [], "passes": []} for _ in requests
-    ]
+    histories = [StepHistory() for _ in requests]
+    factors = [r.adapter.student_factors() for r in requests]
     for iteration in range(max(r.params.num_iterations for r in requests)):
         active = {i: r for i, r in enumerate(requests) if iteration < r.params.num_iterations}
         for request in active.values():
             request.optimizer.zero_grad(set_to_none=True)
-        summed = _backward(model, active, targets, tokens_per_pass)
+        summed = _backward(model, active, targets, factors, tokens_per_pass)
         for i, accumulated in summed.items():
-            terms, request = accumulated.terms(), active[i]
+            request, target = active[i], targets[i]
             norm = optimizer_step(request.adapter, request.optimizer, request.params)
             stepped.add(i)
-            history[i]["loss"].append(accumulated.weighted / targets[i].tokens)
-            divergence = loss_metrics(targets[i].setup, terms)["mean_divergence"]
-            history[i]["divergence"].append(divergence)
-            history[i]["grad_norm"].append(float(norm))
-            history[i]["passes"].append(accumulated.passes)
-    return [
-        {
-            "loss": sum(h["loss"]) / len(h["loss"]),
-            "mean_divergence": h["divergence"][0],
-            "final_divergence": h["divergence"][-1],
-            "grad_norm": max(h["grad_norm"]),
-            "update_passes": h["passes"][0],
-        }
-        for h in history
-    ]
+            divergence = loss_metrics(target.setup, accumulated.terms())["mean_divergence"]
+            histories[i].add(accumulated.weighted / target.tokens, divergence, float(norm))
+            if iteration == 0:
+                histories[i].passes = accumulated.passes
+    return [h.metrics() for h in histories]
 
 
 def _backward(
     model: torch.nn.Module,
     active: dict[int, UpdateRequest],
     targets: list[_Target],
+    factors: list[Factors],
     tokens_per_pass: int,
 ) -> dict[int, _Accumulated]:
-    """Forward and backward passes over the active requests' student rows; each request's
-    gradients are those of its own token-mean loss."""
+    """Forward and backward passes over the active requests' student rows, each with its
+    student's `factors`; each request's gradients are those of its own token-mean loss."""
     rows = _Rows.of({i: r.batch for i, r in active.items()}, teacher=False)
-    factors = [
-        active[i].adapter.student_factors() if i in active else None for i in range(len(targets))
-    ]
+    adapters = [f if i in active else None for i, f in enumerate(factors)]  # hooks for these
     first_token, seen = [], dict.fromkeys(active, 0)  # each row's first token in its request
     for owner, attempt in zip(rows.owners, rows.attempts, strict=True):
         first_token.append(seen[owner])
         seen[owner] += len(attempt)
     summed = {i: _Accumulated() for i in active}
     for rows_of_pass in rows.passes(tokens_per_pass):
-        hidden = rows.hidden(model, factors, rows_of_pass, live=True)
+        hidden = rows.hidden(model, adapters, rows_of_pass, live=True)
         loss, at = hidden.new_zeros(()), 0
         for i, run in groupby(rows_of_pass, key=rows.owners.__getitem__):
             run = list(run)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from .generation import additive_mask
+from .generation import LeftPadded, additive_mask
 
 
 @dataclass(frozen=True)
@@ -149,24 +149,15 @@ def _run_heads(
 ) -> tuple[DynamicCache | None, torch.Tensor | None]:
     """The heads as one left-padded batch; returns their cache expanded to the rows (None when
     no request has a head) and which of the P padded head positions are real, (k, P)."""
-    longest = max(len(h) for h in heads)
-    if longest == 0:
+    if not any(heads):
         return None, None
-    device = decoder.device
-    lengths = torch.tensor([len(h) for h in heads], device=device)
-    real = torch.arange(longest, device=device) >= (longest - lengths)[:, None]  # (k, P)
-    ids = torch.tensor([[0] * (longest - len(h)) + h for h in heads], device=device)
-    causal = torch.ones((longest, longest), dtype=torch.bool, device=device).tril()
+    batch = LeftPadded.of(heads, decoder.device)
     cache = DynamicCache()
     decoder(
-        input_ids=ids,
-        past_key_values=cache,
-        use_cache=True,
-        attention_mask=additive_mask(causal[None] & real[:, None, :], decoder.dtype),
-        position_ids=(real.long().cumsum(-1) - 1).clamp(min=0),
+        input_ids=batch.ids, past_key_values=cache, use_cache=True, **batch.inputs(decoder.dtype)
     )
-    cache.batch_select_indices(head_of_row.to(device))
-    return cache, real
+    cache.batch_select_indices(head_of_row.to(decoder.device))
+    return cache, batch.real
 
 
 def output_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:

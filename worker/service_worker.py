@@ -330,21 +330,14 @@ class SessionRun:
         commit = StepCommit(self.sid, self.lease, step, attempts, solution)
         result = await self.ctx.store.commit_step(commit)
         if result not in (CommitResult.COMMITTED, CommitResult.DUPLICATE):
-            await self._remove_checkpoints_if_ended()
+            # the checkpoint just written may have recreated the folder of a session that its
+            # new holder ended and dropped meanwhile: drop it again then
+            await self._leave_or_drop()
             raise LeaseLost(f"{self.sid}: step {record.step} {result.value}")
         self.committed_attempts, self.without_checkpoint = step.attempts_used, False
         self.log_bytes += sum(len(a.model_dump_json().encode()) for a in attempts)
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint(record.step).unlink()
-
-    async def _remove_checkpoints_if_ended(self) -> None:
-        """After a refused commit: if the session has ended meanwhile (its new holder finished
-        it and deleted its checkpoints), the checkpoint just written recreated its folder, and
-        no worker will drop this session's job again, so delete the folder now. A session
-        still running elsewhere keeps it: its holder deletes it when the session ends."""
-        state = await self.ctx.store.get(self.sid)
-        if state is None or state.status in TERMINAL:
-            await asyncio.to_thread(shutil.rmtree, self.folder, True)
 
     def _within_log_bytes(self, attempts: list[AttemptPublic]) -> list[AttemptPublic]:
         """Attempts as stored: once the session's records reach attempt_log_bytes, the text

@@ -24,7 +24,7 @@ Memory stays bounded twice over:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -224,6 +224,30 @@ def _student_backward(
     return LossTerms(torch.tensor(total), torch.cat(divergences), torch.cat(ratios))
 
 
+@dataclass
+class StepHistory:
+    """One update's optimizer steps, as the step record's metrics report them."""
+
+    passes: int = 0  # student passes per optimizer step
+    losses: list[float] = field(default_factory=list)
+    divergences: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+
+    def add(self, loss: float, divergence: float, grad_norm: float) -> None:
+        self.losses.append(loss)
+        self.divergences.append(divergence)
+        self.grad_norms.append(grad_norm)
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "loss": sum(self.losses) / len(self.losses),
+            "mean_divergence": self.divergences[0],
+            "final_divergence": self.divergences[-1],
+            "grad_norm": max(self.grad_norms),
+            "update_passes": self.passes,
+        }
+
+
 def optimizer_step(
     adapter: SessionAdapter, optimizer: torch.optim.Optimizer, params: SDPOParams
 ) -> torch.Tensor:
@@ -251,19 +275,11 @@ def distill(
     )
     groups = row_groups(batch, get_settings().update_tokens_per_pass)
     n = max(sampled.token_ids.numel(), 1)
-    losses, divergences, grad_norms = [], [], []
+    history = StepHistory(passes=len(groups))
     for _ in range(params.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         terms = _student_backward(setup, batch, teacher, sampled, groups)
         loss, metrics = terms.weighted_sum / n, loss_metrics(setup, terms)
         norm = optimizer_step(adapter, optimizer, params)
-        losses.append(float(loss.detach()))
-        divergences.append(metrics["mean_divergence"])
-        grad_norms.append(float(norm))
-    return {
-        "loss": sum(losses) / len(losses),
-        "mean_divergence": divergences[0],
-        "final_divergence": divergences[-1],
-        "grad_norm": max(grad_norms),
-        "update_passes": len(groups),
-    }
+        history.add(float(loss.detach()), metrics["mean_divergence"], float(norm))
+    return history.metrics()

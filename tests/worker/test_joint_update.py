@@ -170,3 +170,24 @@ async def test_the_scheduler_updates_waiting_sessions_together_and_isolates_a_fa
     finally:
         for r in requests:
             r.adapter.close()
+
+
+# the tiny model ties its output layer to its embeddings, which peft warns about adapting
+@pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`:UserWarning")
+def test_sessions_join_only_when_their_rows_can_share_passes(tiny):
+    """An adapted output layer (its logits are computed on packed tokens, not per row) or a
+    closed adapter sends every request of the tick to a lone update."""
+    plain = _sessions(tiny, [SDPOParams()] * 3)
+    try:
+        assert can_join(plain)
+        plain[1].adapter.close()
+        assert not can_join(plain)
+    finally:
+        plain[0].adapter.close(), plain[2].adapter.close()
+    params = SDPOParams(lora_target_modules=["q_proj", "lm_head"])
+    adapted = _sessions(tiny, [params] * 3)
+    try:
+        assert not can_join(adapted)
+    finally:
+        for r in adapted:
+            r.adapter.close()

@@ -88,8 +88,8 @@ async def test_a_worker_that_lost_its_lease_acknowledges_nothing(make_ctx, redis
 async def test_a_late_step_of_a_lost_lease_leaves_no_folder_behind(make_ctx, tmp_path):
     """A worker paused past its lease (chaos SIGSTOPs workers) while another ran the session to
     its end and deleted its checkpoints: the step it then commits writes a checkpoint before
-    the store refuses it. That folder is deleted again, since no worker will ever drop this
-    session's job again; the worker still acknowledges nothing."""
+    the store refuses it. The worker finds the session ended and drops its job as any worker
+    does for an ended session, so that folder goes too."""
     old, new = make_ctx("old"), make_ctx("new")
     sid = await _queued(old)
     job = await old.queue.read("old", 100)
